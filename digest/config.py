@@ -79,6 +79,17 @@ class DigestSettings:
 
 
 @dataclasses.dataclass(frozen=True, kw_only=True)
+class DeliverySettings:
+    """How the outbox retries, leases and gives up."""
+
+    max_attempts: int = 5
+    retry_base_seconds: float = 60.0
+    lease_seconds: float = 600.0
+    bounce_limit: int = 3
+    empty: Literal["skip", "note"] = "skip"
+
+
+@dataclasses.dataclass(frozen=True, kw_only=True)
 class IngestSettings:
     """How sources are fetched."""
 
@@ -105,6 +116,7 @@ class Settings:
     sink: SinkSettings = SinkSettings()
     site: SiteSettings = SiteSettings()
     digest: DigestSettings = DigestSettings()
+    delivery: DeliverySettings = DeliverySettings()
     ingest: IngestSettings = IngestSettings()
     sources: tuple[SourceSettings, ...] = ()
     secret_key: str = dataclasses.field(default="", repr=False)
@@ -128,6 +140,7 @@ _SECTIONS: dict[str, type[Any]] = {
     "sink": SinkSettings,
     "site": SiteSettings,
     "digest": DigestSettings,
+    "delivery": DeliverySettings,
     "ingest": IngestSettings,
 }
 # Secrets are read from the environment only: a value for them in the file is refused.
@@ -196,6 +209,10 @@ def _validate(settings: Settings, source: str) -> None:
         (1 <= settings.digest.max_papers <= 100, "[digest] max_papers: must be 1-100"),
         (settings.digest.lookback_days >= 1, "[digest] lookback_days: must be at least 1"),
         (settings.digest.snippet_chars >= 40, "[digest] snippet_chars: must be at least 40"),
+        (settings.delivery.max_attempts >= 1, "[delivery] max_attempts: must be at least 1"),
+        (settings.delivery.retry_base_seconds > 0, "[delivery] retry_base_seconds: must be positive"),
+        (settings.delivery.lease_seconds > 0, "[delivery] lease_seconds: must be positive"),
+        (settings.delivery.bounce_limit >= 1, "[delivery] bounce_limit: must be at least 1"),
         (settings.ingest.max_bytes >= 1024, "[ingest] max_bytes: must be at least 1024"),
         (settings.ingest.timeout > 0, "[ingest] timeout: must be positive"),
         (settings.ingest.concurrency >= 1, "[ingest] concurrency: must be at least 1"),

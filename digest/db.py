@@ -2,10 +2,13 @@
 
 from __future__ import annotations
 
+from collections.abc import Mapping, Sequence
 from typing import Any
 
-from sqlalchemy import event
-from sqlalchemy.engine import Engine
+from sqlalchemy import Table, event
+from sqlalchemy.dialects.postgresql import insert as pg_insert
+from sqlalchemy.dialects.sqlite import insert as sqlite_insert
+from sqlalchemy.engine import Connection, Engine
 from sqlmodel import SQLModel, create_engine
 
 from digest import models  # noqa: F401  (registers the tables)
@@ -34,3 +37,28 @@ def make_engine(url: str, *, create: bool = True) -> Engine:
 def is_sqlite(engine: Engine) -> bool:
     """True when the engine talks to SQLite."""
     return engine.dialect.name == "sqlite"
+
+
+def insert_ignore(
+    engine_or_conn: Engine | Connection,
+    table: Table,
+    rows: Sequence[Mapping[str, Any]],
+    *,
+    conflict: Sequence[str],
+) -> int:
+    """Bulk-insert rows, skipping those that clash on ``conflict``; the number inserted."""
+    if not rows:
+        return 0
+    dialect = engine_or_conn.dialect.name
+    if dialect == "sqlite":
+        stmt: Any = sqlite_insert(table).on_conflict_do_nothing(index_elements=list(conflict))
+    elif dialect == "postgresql":
+        stmt = pg_insert(table).on_conflict_do_nothing(index_elements=list(conflict))
+    else:  # pragma: no cover - only SQLite and PostgreSQL are supported
+        raise NotImplementedError(f"unsupported database {dialect}")
+    if isinstance(engine_or_conn, Engine):
+        with engine_or_conn.begin() as conn:
+            result = conn.execute(stmt, list(rows))
+    else:
+        result = engine_or_conn.execute(stmt, list(rows))
+    return max(int(result.rowcount or 0), 0)

@@ -47,6 +47,9 @@ class Paper(SQLModel, table=True):
 
     id: int | None = Field(default=None, primary_key=True)
     key: str = Field(max_length=300, unique=True, index=True)
+    # The title-derived key, kept for every paper so that a list without ids (plain text)
+    # and a source with ids (arXiv, Hugging Face) name the same paper once.
+    title_key: str = Field(max_length=300, index=True)
     title: str
     abstract: str = ""
     authors: list[str] = Field(default_factory=list, sa_column=Column(JSON, nullable=False))

@@ -1,0 +1,535 @@
+"""The ``digest`` command: a thin shell over the library; library errors become clean messages."""
+
+from __future__ import annotations
+
+import dataclasses
+import functools
+import json
+import logging
+import sys
+import webbrowser
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from datetime import UTC, date, datetime, time
+from email import message_from_bytes, policy
+from email.message import EmailMessage
+from pathlib import Path
+from typing import Any, TypeVar, cast
+
+import click
+from sqlalchemy.engine import Engine
+from sqlmodel import Session, col, select
+
+from digest import __version__, outbox, subscribers
+from digest import edition as editions
+from digest.config import Settings, ensure_secret, load_settings
+from digest.db import make_engine
+from digest.errors import DigestError
+from digest.ingest import IngestReport, SourceResult, ingest, specs_from
+from digest.models import Paper, Source, utcnow
+from digest.ranking import Doc, Index, Profile, parse_keywords
+from digest.render import Renderer
+from digest.sink import Sink, list_mail
+
+F = TypeVar("F", bound=Callable[..., Any])
+
+
+@dataclasses.dataclass
+class App:
+    """What a command works with: the settings, and an engine made on first use."""
+
+    settings: Settings
+    _engine: Engine | None = None
+
+    @property
+    def engine(self) -> Engine:
+        """The database engine (tables created on first use)."""
+        if self._engine is None:
+            self._engine = make_engine(self.settings.database.url)
+        return self._engine
+
+
+def with_app(func: F) -> F:
+    """Give a command ``--config PATH`` and an ``app`` built from it; DigestError → clean exit."""
+
+    @click.option(
+        "--config",
+        "config_path",
+        type=click.Path(dir_okay=False, path_type=Path),
+        default=None,
+        help="Configuration file (default: ./config.toml, else the built-in defaults).",
+    )
+    @functools.wraps(func)
+    def wrapper(*args: Any, config_path: Path | None, **kwargs: Any) -> Any:
+        try:
+            path = config_path or click.get_current_context().find_root().params.get("config_path")
+            app = App(ensure_secret(load_settings(path)))
+            return func(app, *args, **kwargs)
+        except DigestError as e:
+            raise click.ClickException(str(e)) from e
+
+    return cast(F, wrapper)
+
+
+@click.group(context_settings={"help_option_names": ["-h", "--help"], "max_content_width": 100})
+@click.option(
+    "--config",
+    "config_path",
+    type=click.Path(dir_okay=False, path_type=Path),
+    default=None,
+    help="Configuration file for every command (default: ./config.toml, else the built-in defaults).",
+)
+@click.option("-v", "--verbose", is_flag=True, help="Log every event to stderr.")
+@click.version_option(__version__, prog_name="digest")
+def main(config_path: Path | None, verbose: bool) -> None:
+    """digest: personalised research-paper digests by email.
+
+    Ingest the day's paper lists and feeds, rank them for every subscriber by their keywords,
+    and send each one an HTML digest. Start with `digest demo`.
+    """
+    logging.basicConfig(
+        level=logging.INFO if verbose else logging.WARNING,
+        format="%(asctime)s %(levelname)s %(name)s %(message)s",
+        stream=sys.stderr,
+    )
+
+
+# ---------------------------------------------------------------------------------------------
+# ingest
+
+
+def _print_ingest(report: IngestReport) -> None:
+    for r in report.sources:
+        if r.status == "error":
+            click.secho(f"  ✗ {r.name}: {r.error}", fg="red", err=True)
+        elif r.status == "not-modified":
+            click.echo(f"  = {r.name}: not modified since the last fetch")
+        else:
+            click.echo(
+                f"  ✓ {r.name} ({r.kind}): {r.found} papers — {r.new} new, {r.updated} updated, "
+                f"{r.unchanged} unchanged, {r.skipped} skipped"
+            )
+    click.echo(
+        f"Ingest: {report.total('new')} new, {report.total('updated')} updated, "
+        f"{report.total('unchanged')} unchanged, {report.total('skipped')} skipped, "
+        f"{len(report.errors)} source error(s)."
+    )
+
+
+@contextmanager
+def _bar(length: int, label: str) -> Iterator[Callable[[int], None]]:
+    """A progress bar on stderr when it is a terminal (and long enough to matter)."""
+    show = sys.stderr.isatty() and length > 1
+    if not show:
+        yield lambda n: None
+        return
+    with click.progressbar(length=length, label=label, file=sys.stderr) as bar:
+        yield bar.update
+
+
+def _run_ingest(app: App, locations: tuple[str, ...], *, dry_run: bool = False) -> IngestReport:
+    specs = specs_from(app.settings, locations)
+    if not specs:
+        raise click.ClickException("no sources: give a file or URL, or add [[sources]] to the config")
+    with _bar(len(specs), "Ingesting") as advance:
+        return ingest(
+            app.engine, app.settings, specs, dry_run=dry_run, progress=lambda r: advance(1)
+        )
+
+
+@main.command("ingest")
+@click.argument("sources", nargs=-1)
+@click.option("--dry-run", is_flag=True, help="Fetch and parse, but change nothing in the database.")
+@with_app
+def ingest_cmd(app: App, sources: tuple[str, ...], dry_run: bool) -> None:
+    """Fetch sources and add their papers to the database.
+
+    Each SOURCE is a file path or an http(s) URL; with none, the configured [[sources]] are
+    read. The kind (Hugging Face Daily Papers JSON, arXiv RSS or API Atom, any RSS/Atom
+    feed, a plain-text paper list) is detected from the content. A paper seen again keeps
+    its first-seen time and gets its upvotes refreshed. Exits 1 only if every source failed.
+    """
+    report = _run_ingest(app, sources, dry_run=dry_run)
+    _print_ingest(report)
+    if dry_run:
+        click.echo("(dry run: nothing was written)")
+    if report.sources and len(report.errors) == len(report.sources):
+        sys.exit(1)
+
+
+@main.command("sources")
+@click.option("--json", "as_json", is_flag=True, help="Print JSON.")
+@with_app
+def sources_cmd(app: App, as_json: bool) -> None:
+    """Show every source's last fetch, paper count and last error."""
+    with Session(app.engine) as session:
+        rows = list(session.exec(select(Source).order_by(Source.name)).all())
+    known = {r.name for r in rows}
+    configured = [s for s in app.settings.sources if s.name not in known]
+    if as_json:
+        out = [
+            {
+                "name": r.name,
+                "location": r.location,
+                "kind": r.kind,
+                "last_fetch": _iso(r.last_fetch_at),
+                "last_ok": _iso(r.last_ok_at),
+                "last_count": r.last_count,
+                "last_new": r.last_new,
+                "last_error": r.last_error,
+            }
+            for r in rows
+        ] + [{"name": s.name, "location": s.location, "last_fetch": None} for s in configured]
+        click.echo(json.dumps(out, indent=2))
+        return
+    if not rows and not configured:
+        click.echo("No sources yet: run `digest ingest SOURCE` or add [[sources]] to the config.")
+        return
+    for r in rows:
+        when = r.last_fetch_at.strftime("%Y-%m-%d %H:%M UTC") if r.last_fetch_at else "never"
+        state = click.style(f"error: {r.last_error}", fg="red") if r.last_error else "ok"
+        click.echo(f"{r.name}\n  {r.location}\n  kind {r.kind or '?'} · last fetch {when} · "
+                   f"{r.last_count} papers ({r.last_new} new) · {state}")
+    for s in configured:
+        click.echo(f"{s.name}\n  {s.location}\n  never fetched")
+
+
+def _iso(value: datetime | None) -> str | None:
+    return value.isoformat() if value else None
+
+
+def _date_start(value: date | datetime | None) -> datetime | None:
+    if value is None:
+        return None
+    if isinstance(value, datetime):
+        value = value.date()
+    return datetime.combine(value, time(0), tzinfo=UTC)
+
+
+@main.command("papers")
+@click.option("--since", type=click.DateTime(formats=["%Y-%m-%d"]), help="Only papers first seen on or after this date (UTC).")
+@click.option("--limit", type=click.IntRange(min=1), default=None, help="At most this many papers.")
+@click.option("--json", "as_json", is_flag=True, help="Print a JSON list (key, title, authors, url, …).")
+@with_app
+def papers_cmd(app: App, since: datetime | None, limit: int | None, as_json: bool) -> None:
+    """List the papers in the database, newest first."""
+    with Session(app.engine) as session:
+        query = select(Paper).order_by(col(Paper.first_seen_at).desc(), col(Paper.id).desc())
+        start = _date_start(since)
+        if start:
+            query = query.where(Paper.first_seen_at >= start)
+        if limit:
+            query = query.limit(limit)
+        rows = list(session.exec(query).all())
+    if as_json:
+        click.echo(json.dumps([_paper_json(p) for p in rows], indent=2, ensure_ascii=False))
+        return
+    for p in rows:
+        votes = f" ▲{p.upvotes}" if p.upvotes is not None else ""
+        click.echo(f"{p.key}{votes}  {p.title}")
+    click.echo(f"{len(rows)} paper(s).", err=True)
+
+
+def _paper_json(p: Paper) -> dict[str, Any]:
+    return {
+        "key": p.key,
+        "title": p.title,
+        "authors": p.authors,
+        "url": p.url,
+        "pdf_url": p.pdf_url,
+        "code_url": p.code_url,
+        "abstract": p.abstract,
+        "upvotes": p.upvotes,
+        "comments": p.comments,
+        "sources": p.sources,
+        "published_at": _iso(p.published_at),
+        "first_seen_at": _iso(p.first_seen_at),
+    }
+
+
+# ---------------------------------------------------------------------------------------------
+# subscribers
+
+
+@main.command("subscribe")
+@click.argument("email")
+@click.option("--keywords", "-k", required=True, help='Comma-separated interests, e.g. "llm inference, quantization".')
+@click.option("--exclude", "-x", default="", help="Comma-separated keywords whose papers are never sent.")
+@click.option("--max-papers", type=int, default=None, help="Papers per digest (default from the config).")
+@click.option("--weekly", is_flag=True, help="One digest a week instead of every day.")
+@click.option("--weekday", type=click.IntRange(0, 6), default=0, help="For --weekly: 0 = Monday … 6 = Sunday.")
+@click.option("--hour", "send_hour", type=click.IntRange(0, 23), default=7, help="Local hour to send at.")
+@click.option("--timezone", default="UTC", help="The reader's time zone, e.g. Europe/Berlin.")
+@with_app
+def subscribe_cmd(
+    app: App,
+    email: str,
+    keywords: str,
+    exclude: str,
+    max_papers: int | None,
+    weekly: bool,
+    weekday: int,
+    send_hour: int,
+    timezone: str,
+) -> None:
+    """Add an active subscriber (no confirmation mail: you vouch for the address)."""
+    interests = subscribers.make_interests(
+        keywords,
+        exclude=exclude,
+        frequency="weekly" if weekly else "daily",
+        weekday=weekday,
+        send_hour=send_hour,
+        timezone=timezone,
+        max_papers=max_papers or app.settings.digest.max_papers,
+    )
+    row = subscribers.add(app.engine, email, interests)
+    click.echo(f"Subscribed {row.email}: {', '.join(row.keywords)}"
+               + (f" (excluding {', '.join(row.exclude)})" if row.exclude else "")
+               + f", {row.max_papers} papers, {row.frequency}.")
+
+
+@main.command("unsubscribe")
+@click.argument("email")
+@with_app
+def unsubscribe_cmd(app: App, email: str) -> None:
+    """Stop sending to a subscriber (the row is kept, marked unsubscribed)."""
+    row = subscribers.unsubscribe(app.engine, email)
+    click.echo(f"Unsubscribed {row.email}.")
+
+
+@main.command("subscribers")
+@click.option("--status", type=click.Choice(subscribers.STATUSES), help="Only subscribers with this status.")
+@click.option("--json", "as_json", is_flag=True, help="Print JSON.")
+@with_app
+def subscribers_cmd(app: App, status: str | None, as_json: bool) -> None:
+    """List subscribers with their status and interests."""
+    rows = subscribers.listing(app.engine, status=status)
+    if as_json:
+        click.echo(json.dumps([
+            {
+                "email": r.email,
+                "status": r.status,
+                "keywords": r.keywords,
+                "exclude": r.exclude,
+                "frequency": r.frequency,
+                "max_papers": r.max_papers,
+                "created_at": _iso(r.created_at),
+            }
+            for r in rows
+        ], indent=2, ensure_ascii=False))
+        return
+    for r in rows:
+        excl = f" −[{', '.join(r.exclude)}]" if r.exclude else ""
+        click.echo(f"{r.email:<40} {r.status:<12} {r.frequency:<6} {', '.join(r.keywords)}{excl}")
+    click.echo(f"{len(rows)} subscriber(s).", err=True)
+
+
+# ---------------------------------------------------------------------------------------------
+# ranking, sending, preview
+
+
+@main.command("rank")
+@click.argument("keywords")
+@click.option("--exclude", "-x", default="", help="Comma-separated keywords to exclude.")
+@click.option("--limit", type=click.IntRange(1, 1000), default=10, show_default=True, help="Papers to show.")
+@click.option("--since", type=click.DateTime(formats=["%Y-%m-%d"]), help="Only papers first seen on or after this date.")
+@click.option("--json", "as_json", is_flag=True, help="Print a JSON list (key, title, score, matches, …).")
+@with_app
+def rank_cmd(app: App, keywords: str, exclude: str, limit: int, since: datetime | None, as_json: bool) -> None:
+    """Rank the papers in the database for KEYWORDS (comma-separated) — try them before subscribing."""
+    kws = parse_keywords(keywords)
+    if not kws:
+        raise click.ClickException('give at least one keyword, e.g. digest rank "llm inference, quantization"')
+    with Session(app.engine) as session:
+        query = select(Paper)
+        start = _date_start(since)
+        if start:
+            query = query.where(Paper.first_seen_at >= start)
+        papers = {p.key: p for p in session.exec(query).all()}
+    index = Index.build([Doc(key=p.key, title=p.title, abstract=p.abstract, upvotes=p.upvotes) for p in papers.values()])
+    [(_, ranked)] = list(index.rank([Profile(id=0, keywords=kws, exclude=parse_keywords(exclude), limit=limit)]))
+    if as_json:
+        click.echo(json.dumps([
+            {
+                "key": r.key,
+                "title": papers[r.key].title,
+                "url": papers[r.key].url,
+                "score": round(r.score, 4),
+                "matches": [dataclasses.asdict(m) for m in r.matches],
+                "reason": r.reason(),
+            }
+            for r in ranked
+        ], indent=2, ensure_ascii=False))
+        return
+    if not ranked:
+        click.echo(f"No paper among {len(papers)} matches {', '.join(kws)}.")
+        return
+    for i, r in enumerate(ranked, 1):
+        click.echo(f"{i:>2}. [{r.score:.2f}] {papers[r.key].title}\n    {r.reason()}")
+
+
+def _sink_or_relay(app: App) -> tuple[Sink | None, str | None, int | None]:
+    if app.settings.smtp.host:
+        return None, None, None
+    sink = Sink(app.settings.path(app.settings.sink.maildir), host=app.settings.sink.host, port=app.settings.sink.port)
+    return sink, sink.host, sink.port
+
+
+def _run_send(app: App, *, dry_run: bool) -> outbox.SendReport | None:
+    renderer = Renderer.create()
+    now = utcnow()
+    if dry_run:
+        with Session(app.engine) as session:
+            active = len(session.exec(select(subscribers.Subscriber.id).where(subscribers.Subscriber.status == "active")).all())
+        daily = editions.current(now, app.settings.zone)
+        click.echo(f"Would plan edition {daily.id} for {active} active subscriber(s) and send every due digest.")
+        return None
+    sink, host, port = _sink_or_relay(app)
+    if sink is not None:
+        sink.start()
+    try:
+        with Session(app.engine) as session:
+            pending = len(session.exec(select(subscribers.Subscriber.id).where(subscribers.Subscriber.status == "active")).all())
+        with _bar(pending, "Sending") as advance:
+            report = outbox.send(
+                app.engine,
+                app.settings,
+                renderer=renderer,
+                now=now,
+                smtp_host=host,
+                smtp_port=port,
+                progress=advance,
+            )
+    finally:
+        if sink is not None:
+            sink.stop()
+    where = (
+        f"the embedded SMTP sink (Maildir {app.settings.path(app.settings.sink.maildir)})"
+        if sink is not None
+        else f"{app.settings.smtp.host}:{app.settings.smtp.port}"
+    )
+    click.echo(
+        f"Send: {report.sent} sent, {report.skipped} skipped (nothing matched or not active), "
+        f"{report.failed} failed (will retry), {report.bounced} bounced — via {where}."
+    )
+    for err in report.errors[:10]:
+        click.secho(f"  ✗ {err}", fg="red", err=True)
+    return report
+
+
+@main.command("send")
+@click.option("--dry-run", is_flag=True, help="Say what would be sent; send and record nothing.")
+@with_app
+def send_cmd(app: App, dry_run: bool) -> None:
+    """Send the current edition now to every active subscriber who has not had it.
+
+    A manual send ignores send hours. Each (subscriber, edition) gets one digest: running it
+    twice sends nothing twice. With no [smtp] host, mail goes to the embedded SMTP sink.
+    """
+    _run_send(app, dry_run=dry_run)
+
+
+@main.command("preview")
+@click.argument("email")
+@click.option("--date", "day", type=click.DateTime(formats=["%Y-%m-%d"]), help="The edition's date (default: today).")
+@click.option("--out", type=click.Path(dir_okay=False, path_type=Path), help="Write the HTML here (default: previews/<address>-<edition>.html).")
+@click.option("--open", "open_it", is_flag=True, help="Open the file in a web browser.")
+@with_app
+def preview_cmd(app: App, email: str, day: datetime | None, out: Path | None, open_it: bool) -> None:
+    """Write the exact HTML a subscriber would get, without sending or recording anything."""
+    sub = subscribers.get(app.engine, email)
+    zone = app.settings.zone
+    when = day.date() if day else utcnow().astimezone(zone).date()
+    ed = editions.weekly(when, zone) if sub.frequency == "weekly" else editions.daily(when, zone)
+    subject, html, ranked = outbox.preview(app.engine, app.settings, renderer=Renderer.create(), subscriber=sub, edition=ed)
+    path = out or app.settings.path(app.settings.digest.previews_dir) / f"{_safe_name(sub.email)}-{ed.id}.html"
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(html, encoding="utf-8")
+    click.echo(f"Subject: {subject}\n{len(ranked)} paper(s) · wrote {path}")
+    if open_it:
+        webbrowser.open(path.resolve().as_uri())
+
+
+def _safe_name(email: str) -> str:
+    return "".join(c if c.isalnum() or c in "-_." else "_" for c in email)[:80]
+
+
+@main.command("mailbox")
+@click.option("--limit", type=click.IntRange(min=1), default=50, show_default=True, help="Show the newest N messages.")
+@with_app
+def mailbox_cmd(app: App, limit: int) -> None:
+    """List the messages the embedded SMTP sink holds (its Maildir)."""
+    maildir = app.settings.path(app.settings.sink.maildir)
+    mails = list(list_mail(maildir))
+    if not mails:
+        click.echo(f"The Maildir {maildir} is empty.")
+        return
+    for m in mails[-limit:]:
+        when = m.date.strftime("%Y-%m-%d %H:%M") if m.date else "?"
+        click.echo(f"{when}  {m.to:<32}  {m.subject}\n{'':18}{m.path}")
+    click.echo(f"{len(mails)} message(s) in {maildir}.", err=True)
+
+
+# ---------------------------------------------------------------------------------------------
+# whole cycles
+
+
+@main.command("run")
+@click.option("--dry-run", is_flag=True, help="Ingest without writing, and say what would be sent.")
+@with_app
+def run_cmd(app: App, dry_run: bool) -> None:
+    """One full cycle now: ingest the configured sources, rank, render and send."""
+    report = _run_ingest(app, (), dry_run=dry_run)
+    _print_ingest(report)
+    _run_send(app, dry_run=dry_run)
+
+
+DEMO_READERS = (
+    ("ada@example.org", "llm inference, quantization, serving", ""),
+    ("grace@example.org", "dataset distillation, data selection", ""),
+    ("alan@example.org", "mixture of experts, MoE", "survey"),
+    ("katherine@example.org", "test-time adaptation, domain adaptation, segmentation", ""),
+)
+
+
+@main.command("demo")
+@with_app
+def demo_cmd(app: App) -> None:
+    """Run the whole job on the embedded defaults and the bundled sample list (no network).
+
+    Subscribes a few demo readers with different interests, ingests the sample paper list,
+    sends the edition into the embedded SMTP sink, and writes each reader's digest — the
+    HTML part of the message the sink received — to an HTML file.
+    """
+    report = _run_ingest(app, ("bundled:sample-papers.txt",))
+    _print_ingest(report)
+    for email, keywords, exclude in DEMO_READERS:
+        try:
+            subscribers.add(app.engine, email, subscribers.make_interests(keywords, exclude=exclude, max_papers=5))
+            click.echo(f"Subscribed demo reader {email}: {keywords}")
+        except DigestError:
+            pass  # already there from an earlier demo
+    if app.settings.smtp.host:
+        click.echo(f"Note: [smtp] host is set ({app.settings.smtp.host}); the demo uses the embedded sink instead.")
+    app.settings = dataclasses.replace(app.settings, smtp=dataclasses.replace(app.settings.smtp, host=""))
+    _run_send(app, dry_run=False)
+
+    maildir = app.settings.path(app.settings.sink.maildir)
+    out_dir = app.settings.path(app.settings.digest.previews_dir)
+    out_dir.mkdir(parents=True, exist_ok=True)
+    latest: dict[str, Path] = {}
+    for m in list_mail(maildir):
+        latest[m.to.lower()] = m.path
+    click.echo("\nEach reader's digest, as received by the embedded SMTP server:")
+    for email, _, _ in DEMO_READERS:
+        path = latest.get(email)
+        if path is None:
+            click.echo(f"  {email}: no digest (nothing matched)")
+            continue
+        msg = cast(EmailMessage, message_from_bytes(path.read_bytes(), policy=policy.default))
+        body = msg.get_body(preferencelist=("html",))
+        html = body.get_content() if body is not None else ""
+        target = out_dir / f"demo-{_safe_name(email)}.html"
+        target.write_text(html, encoding="utf-8")
+        click.echo(f"  {email}: {msg['Subject']}\n      {target.resolve()}")
+    click.echo(f"\nThe raw messages are in {maildir.resolve()} (list them with `digest mailbox`).")

@@ -1,0 +1,136 @@
+"""Compose one reader's digest: ranked papers → template context → rendered parts → MIME bytes.
+
+Used alike by sending, by ``digest preview`` and by the web's "view in browser", so that what a
+reader previews is exactly what is sent.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from collections.abc import Mapping, Sequence
+from datetime import datetime
+
+from digest.config import Settings
+from digest.edition import Edition
+from digest.mailer import build_message
+from digest.models import Paper, Subscriber
+from digest.ranking import Doc, Profile, Ranked, highlight_spans
+from digest.render import DigestContext, DigestItem, Rendered
+from digest.tokens import make_token
+
+
+@dataclasses.dataclass(frozen=True, kw_only=True)
+class Links:
+    """The signed links a digest carries for its reader."""
+
+    unsubscribe: str
+    preferences: str
+    view: str | None
+
+
+def links_for(settings: Settings, subscriber: Subscriber, edition_id: str | None) -> Links:
+    """Signed unsubscribe / preferences / view-in-browser URLs for one reader."""
+    assert subscriber.id is not None
+    base = settings.site.base_url.rstrip("/")
+
+    def token(purpose: str) -> str:
+        return make_token(
+            settings.secret_key,
+            purpose,  # type: ignore[arg-type]
+            subscriber_id=subscriber.id or 0,
+            version=subscriber.token_version,
+        )
+
+    return Links(
+        unsubscribe=f"{base}/unsubscribe/{token('unsubscribe')}",
+        preferences=f"{base}/preferences/{token('preferences')}",
+        view=f"{base}/digest/{token('view')}/{edition_id}" if edition_id else None,
+    )
+
+
+def doc_of(paper: Paper) -> Doc:
+    """A paper as the ranker sees it."""
+    return Doc(key=paper.key, title=paper.title, abstract=paper.abstract, upvotes=paper.upvotes)
+
+
+def profile_of(subscriber: Subscriber, *, seen: frozenset[str] = frozenset()) -> Profile:
+    """A subscriber's interests as the ranker sees them."""
+    return Profile(
+        id=subscriber.id or 0,
+        keywords=tuple(subscriber.keywords),
+        exclude=tuple(subscriber.exclude),
+        limit=subscriber.max_papers,
+        seen=seen,
+    )
+
+
+def context_for(
+    settings: Settings,
+    *,
+    subscriber: Subscriber,
+    edition: Edition,
+    ranked: Sequence[Ranked],
+    papers: Mapping[str, Paper],
+    links: Links,
+) -> DigestContext:
+    """The template context of one reader's digest."""
+    items = []
+    for r in ranked:
+        p = papers[r.key]
+        items.append(
+            DigestItem(
+                key=p.key,
+                title=p.title,
+                url=p.url or p.pdf_url or f"{settings.site.base_url.rstrip('/')}/",
+                authors=tuple(p.authors),
+                abstract=p.abstract,
+                upvotes=p.upvotes,
+                score=r.score,
+                reason=r.reason(),
+                highlight=tuple(highlight_spans(p.abstract, subscriber.keywords)),
+            )
+        )
+    return DigestContext(
+        site_name=settings.site.name,
+        base_url=settings.site.base_url,
+        recipient=subscriber.email,
+        edition=edition.id,
+        edition_label=edition.label,
+        items=tuple(items),
+        keywords=tuple(subscriber.keywords),
+        unsubscribe_url=links.unsubscribe,
+        preferences_url=links.preferences,
+        view_url=links.view,
+        empty_note=None if items else "Nothing in today's papers matched your keywords.",
+    )
+
+
+def message_id(settings: Settings, *, delivery_id: int, edition_id: str) -> str:
+    """A Message-ID stable per delivery, so a retried message is recognisable."""
+    domain = settings.smtp.from_address.rpartition("@")[2] or "localhost"
+    return f"<digest.{edition_id}.{delivery_id}@{domain}>"
+
+
+def to_mime(
+    settings: Settings,
+    rendered: Rendered,
+    *,
+    to_addr: str,
+    links: Links,
+    msg_id: str,
+    date: datetime,
+) -> bytes:
+    """The wire bytes of one digest."""
+    return build_message(
+        from_addr=settings.smtp.from_address,
+        from_name=settings.smtp.from_name,
+        to_addr=to_addr,
+        subject=rendered.subject,
+        text=rendered.text,
+        html=rendered.html,
+        message_id=msg_id,
+        date=date,
+        list_id=settings.site.list_id,
+        unsubscribe_url=links.unsubscribe,
+        unsubscribe_mailto=settings.site.unsubscribe_mailto,
+    )

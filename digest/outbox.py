@@ -1,0 +1,426 @@
+"""The outbox: plan one delivery per (subscriber, edition), claim, compose, send, record.
+
+A delivery moves queued → sending → sent | failed | bounced | skipped. Rows are claimed with a
+lease, so a crashed sender's work is taken up again; each result is committed as soon as the
+SMTP server has answered, so a rerun resumes and sends nothing twice (bar the messages in
+flight at a crash). Render and send stream: at most a bounded queue of messages is in memory.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import logging
+import os
+import queue
+import socket
+import threading
+from collections import defaultdict
+from collections.abc import Callable, Iterator, Sequence
+from datetime import datetime, timedelta
+
+from sqlalchemy import and_, or_, update
+from sqlalchemy.engine import Engine
+from sqlmodel import Session, col, select
+
+from digest import edition as editions
+from digest.compose import context_for, doc_of, links_for, message_id, profile_of, to_mime
+from digest.config import Settings
+from digest.db import insert_ignore
+from digest.edition import Edition
+from digest.errors import SendError
+from digest.mailer import SmtpTransport
+from digest.models import Delivery, Paper, SentPaper, Subscriber, utcnow
+from digest.ranking import Index, Ranked
+from digest.render import Renderer
+
+log = logging.getLogger("digest.outbox")
+
+CHUNK = 500
+
+
+@dataclasses.dataclass(kw_only=True)
+class SendReport:
+    """What one send run did."""
+
+    planned: int = 0
+    sent: int = 0
+    skipped: int = 0
+    failed: int = 0
+    bounced: int = 0
+    errors: list[str] = dataclasses.field(default_factory=list)
+    lock: threading.Lock = dataclasses.field(default_factory=threading.Lock, repr=False)
+
+    def count(self, status: str, error: str | None = None) -> None:
+        """Count one finished delivery (thread-safe)."""
+        with self.lock:
+            setattr(self, status, getattr(self, status) + 1)
+            if error and len(self.errors) < 50:
+                self.errors.append(error)
+
+
+def edition_for(settings: Settings, subscriber: Subscriber, now: datetime) -> Edition:
+    """The edition a manual send gives this reader now."""
+    return editions.current(now, settings.zone, frequency=subscriber.frequency)
+
+
+def plan(engine: Engine, settings: Settings, *, now: datetime, subscriber_ids: Sequence[int] | None = None) -> int:
+    """Queue a delivery of the current edition for every active subscriber who has none yet."""
+    with Session(engine) as session:
+        query = select(Subscriber.id, Subscriber.frequency).where(Subscriber.status == "active")
+        if subscriber_ids is not None:
+            query = query.where(col(Subscriber.id).in_(list(subscriber_ids)))
+        rows = session.exec(query).all()
+    daily_id = editions.current(now, settings.zone).id
+    weekly_id = editions.current(now, settings.zone, frequency="weekly").id
+    planned = 0
+    for start in range(0, len(rows), 5000):
+        values = [
+            {
+                "subscriber_id": sid,
+                "edition": weekly_id if freq == "weekly" else daily_id,
+                "status": "queued",
+                "attempts": 0,
+                "paper_keys": [],
+                "created_at": now,
+            }
+            for sid, freq in rows[start : start + 5000]
+        ]
+        planned += insert_ignore(engine, Delivery.__table__, values, conflict=("subscriber_id", "edition"))  # type: ignore[attr-defined]
+    return planned
+
+
+def _due(now: datetime, settings: Settings) -> object:
+    return or_(
+        Delivery.status == "queued",
+        and_(
+            Delivery.status == "failed",
+            col(Delivery.next_attempt_at).is_not(None),
+            col(Delivery.next_attempt_at) <= now,
+            Delivery.attempts < settings.delivery.max_attempts,
+        ),
+        # A sender that died holding a lease: its work is due again.
+        and_(Delivery.status == "sending", col(Delivery.lease_until) < now),
+    )
+
+
+def claim(engine: Engine, settings: Settings, *, owner: str, now: datetime, limit: int = CHUNK) -> list[Delivery]:
+    """Take up to ``limit`` due deliveries under a lease held by ``owner``."""
+    with Session(engine) as session:
+        query = select(Delivery.id).where(_due(now, settings)).order_by(col(Delivery.id)).limit(limit)  # type: ignore[arg-type]
+        if engine.dialect.name == "postgresql":
+            query = query.with_for_update(skip_locked=True)
+        ids = list(session.exec(query).all())
+        if not ids:
+            return []
+        lease = now + timedelta(seconds=settings.delivery.lease_seconds)
+        session.exec(
+            update(Delivery)  # type: ignore[call-overload]
+            .where(col(Delivery.id).in_(ids), _due(now, settings))
+            .values(status="sending", lease_owner=owner, lease_until=lease)
+        )
+        session.commit()
+        return list(
+            session.exec(
+                select(Delivery)
+                .where(col(Delivery.id).in_(ids), Delivery.lease_owner == owner, Delivery.status == "sending")
+                .order_by(col(Delivery.id))
+            ).all()
+        )
+
+
+def edition_papers(engine: Engine, settings: Settings, edition: Edition) -> list[Paper]:
+    """The papers an edition can carry: first seen in its window."""
+    start = edition.window_start(settings.digest.lookback_days)
+    with Session(engine) as session:
+        return list(
+            session.exec(
+                select(Paper)
+                .where(Paper.first_seen_at >= start, Paper.first_seen_at < edition.end)
+                .order_by(col(Paper.id))
+            ).all()
+        )
+
+
+def seen_keys(
+    engine: Engine,
+    subscriber_ids: Sequence[int],
+    paper_ids: Sequence[int],
+    *,
+    except_edition: str | None = None,
+) -> dict[int, frozenset[str]]:
+    """For each subscriber, the keys of these papers they were already sent (bar one edition's)."""
+    out: dict[int, set[str]] = defaultdict(set)
+    if not subscriber_ids or not paper_ids:
+        return {}
+    with Session(engine) as session:
+        rows = session.exec(
+            select(SentPaper.subscriber_id, Paper.key)
+            .join(Paper, col(Paper.id) == SentPaper.paper_id)
+            .where(
+                col(SentPaper.subscriber_id).in_(list(subscriber_ids)),
+                col(SentPaper.paper_id).in_(list(paper_ids)),
+                SentPaper.edition != (except_edition or ""),
+            )
+        ).all()
+    for sid, key in rows:
+        out[sid].add(key)
+    return {sid: frozenset(keys) for sid, keys in out.items()}
+
+
+@dataclasses.dataclass(frozen=True, kw_only=True)
+class _Job:
+    delivery_id: int
+    subscriber_id: int
+    edition: str
+    to_addr: str
+    message_id: str
+    paper_ids: tuple[int, ...]
+    paper_keys: tuple[str, ...]
+    data: bytes
+
+
+class _EditionCache:
+    """Papers and the ranking index of each edition met in a run, built once each."""
+
+    def __init__(self, engine: Engine, settings: Settings) -> None:
+        self.engine, self.settings = engine, settings
+        self._cache: dict[str, tuple[Edition, dict[str, Paper], Index]] = {}
+
+    def get(self, edition_id: str) -> tuple[Edition, dict[str, Paper], Index]:
+        if edition_id not in self._cache:
+            ed = editions.parse(edition_id, self.settings.zone)
+            papers = edition_papers(self.engine, self.settings, ed)
+            self._cache[edition_id] = (ed, {p.key: p for p in papers}, Index.build([doc_of(p) for p in papers]))
+        return self._cache[edition_id]
+
+
+def _compose_chunk(
+    engine: Engine,
+    settings: Settings,
+    renderer: Renderer,
+    cache: _EditionCache,
+    deliveries: Sequence[Delivery],
+    report: SendReport,
+    *,
+    now: datetime,
+) -> Iterator[_Job]:
+    with Session(engine) as session:
+        subs = {
+            s.id: s
+            for s in session.exec(
+                select(Subscriber).where(col(Subscriber.id).in_([d.subscriber_id for d in deliveries]))
+            ).all()
+        }
+    by_edition: dict[str, list[Delivery]] = defaultdict(list)
+    for d in deliveries:
+        by_edition[d.edition].append(d)
+    for edition_id, group in by_edition.items():
+        try:
+            ed, papers, index = cache.get(edition_id)
+        except ValueError as e:
+            for d in group:
+                _finish(engine, d.id or 0, status="failed", error=str(e), report=report)
+            continue
+        paper_ids = [p.id or 0 for p in papers.values()]
+        seen = seen_keys(engine, [d.subscriber_id for d in group], paper_ids)
+        live: list[Delivery] = []
+        for d in group:
+            sub = subs.get(d.subscriber_id)
+            if sub is None or sub.status != "active":
+                _finish(engine, d.id or 0, status="skipped", error="subscriber not active", report=report)
+            else:
+                live.append(d)
+        profiles = [profile_of(subs[d.subscriber_id], seen=seen.get(d.subscriber_id, frozenset())) for d in live]
+        for d, (_profile, ranked) in zip(live, index.rank(profiles), strict=True):
+            sub = subs[d.subscriber_id]
+            try:
+                job = _compose_one(settings, renderer, sub, d, ed, ranked, papers, now=now)
+            except Exception as e:  # one bad row must not stop the run
+                log.exception("compose failed delivery=%s subscriber=%s", d.id, sub.email)
+                _finish(engine, d.id or 0, status="failed", error=f"compose: {type(e).__name__}: {e}", report=report)
+                continue
+            if job is None:
+                _finish(engine, d.id or 0, status="skipped", error="no matching papers", report=report, final=True)
+            else:
+                yield job
+
+
+def _compose_one(
+    settings: Settings,
+    renderer: Renderer,
+    sub: Subscriber,
+    delivery: Delivery,
+    ed: Edition,
+    ranked: Sequence[Ranked],
+    papers: dict[str, Paper],
+    *,
+    now: datetime,
+) -> _Job | None:
+    if not ranked and settings.delivery.empty == "skip":
+        return None
+    links = links_for(settings, sub, ed.id)
+    ctx = context_for(settings, subscriber=sub, edition=ed, ranked=ranked, papers=papers, links=links)
+    rendered = renderer.render_digest(ctx)
+    msg_id = delivery.message_id or message_id(settings, delivery_id=delivery.id or 0, edition_id=ed.id)
+    data = to_mime(settings, rendered, to_addr=sub.email, links=links, msg_id=msg_id, date=now)
+    return _Job(
+        delivery_id=delivery.id or 0,
+        subscriber_id=sub.id or 0,
+        edition=ed.id,
+        to_addr=sub.email,
+        message_id=msg_id,
+        paper_ids=tuple(papers[r.key].id or 0 for r in ranked),
+        paper_keys=tuple(r.key for r in ranked),
+        data=data,
+    )
+
+
+def _finish(
+    engine: Engine,
+    delivery_id: int,
+    *,
+    status: str,
+    report: SendReport,
+    error: str | None = None,
+    final: bool = True,
+) -> None:
+    with Session(engine) as session:
+        session.exec(
+            update(Delivery)  # type: ignore[call-overload]
+            .where(col(Delivery.id) == delivery_id)
+            .values(status=status, last_error=error, lease_owner=None, lease_until=None)
+        )
+        session.commit()
+    report.count(status, None if status == "skipped" else error)
+
+
+def _record_sent(engine: Engine, job: _Job, report: SendReport) -> None:
+    now = utcnow()
+    with engine.begin() as conn:
+        conn.execute(
+            update(Delivery)
+            .where(col(Delivery.id) == job.delivery_id)
+            .values(
+                status="sent",
+                sent_at=now,
+                message_id=job.message_id,
+                paper_keys=list(job.paper_keys),
+                attempts=Delivery.attempts + 1,  # type: ignore[operator]
+                last_error=None,
+                lease_owner=None,
+                lease_until=None,
+                next_attempt_at=None,
+            )
+        )
+        insert_ignore(
+            conn,
+            SentPaper.__table__,  # type: ignore[attr-defined]
+            [
+                {"subscriber_id": job.subscriber_id, "paper_id": pid, "edition": job.edition, "sent_at": now}
+                for pid in job.paper_ids
+            ],
+            conflict=("subscriber_id", "paper_id"),
+        )
+    report.count("sent")
+
+
+def _record_failure(engine: Engine, settings: Settings, job: _Job, error: SendError, report: SendReport) -> None:
+    now = utcnow()
+    with Session(engine) as session:
+        d = session.get(Delivery, job.delivery_id)
+        if d is None:  # pragma: no cover - deleted under our feet
+            return
+        d.attempts += 1
+        d.last_error = str(error)[:1000]
+        d.lease_owner, d.lease_until = None, None
+        d.message_id = job.message_id
+        if error.permanent:
+            d.status, d.next_attempt_at = "bounced", None
+            sub = session.get(Subscriber, job.subscriber_id)
+            if sub is not None:
+                sub.bounce_count += 1
+                if sub.bounce_count >= settings.delivery.bounce_limit and sub.status == "active":
+                    sub.status = "bounced"
+                sub.updated_at = now
+                session.add(sub)
+        else:
+            d.status = "failed"
+            if d.attempts < settings.delivery.max_attempts:
+                delay = settings.delivery.retry_base_seconds * 2 ** (d.attempts - 1)
+                d.next_attempt_at = now + timedelta(seconds=delay)
+            else:
+                d.next_attempt_at = None
+        session.add(d)
+        session.commit()
+    report.count("bounced" if error.permanent else "failed", f"{job.to_addr}: {error}")
+
+
+def send(
+    engine: Engine,
+    settings: Settings,
+    *,
+    renderer: Renderer,
+    now: datetime | None = None,
+    smtp_host: str | None = None,
+    smtp_port: int | None = None,
+    plan_first: bool = True,
+    progress: Callable[[int], None] | None = None,
+) -> SendReport:
+    """Plan the current edition, then send every due delivery over reused SMTP connections."""
+    now = now or utcnow()
+    report = SendReport()
+    if plan_first:
+        report.planned = plan(engine, settings, now=now)
+    owner = f"{socket.gethostname()}:{os.getpid()}:{threading.get_ident()}"
+    cache = _EditionCache(engine, settings)
+    jobs: queue.Queue[_Job | None] = queue.Queue(maxsize=settings.smtp.connections * 16)
+    done_lock = threading.Lock()
+
+    def sender() -> None:
+        with SmtpTransport(settings.smtp, host_override=smtp_host, port_override=smtp_port) as transport:
+            while (job := jobs.get()) is not None:
+                try:
+                    transport.send(settings.smtp.from_address, job.to_addr, job.data)
+                except SendError as e:
+                    _record_failure(engine, settings, job, e, report)
+                except Exception as e:  # anything else is treated as temporary: retried later
+                    log.exception("send failed delivery=%s", job.delivery_id)
+                    _record_failure(engine, settings, job, SendError(f"{type(e).__name__}: {e}"), report)
+                else:
+                    _record_sent(engine, job, report)
+                if progress:
+                    with done_lock:
+                        progress(1)
+
+    threads = [threading.Thread(target=sender, name=f"digest-send-{i}", daemon=True) for i in range(settings.smtp.connections)]
+    for t in threads:
+        t.start()
+    try:
+        while deliveries := claim(engine, settings, owner=owner, now=now):
+            for job in _compose_chunk(engine, settings, renderer, cache, deliveries, report, now=now):
+                jobs.put(job)
+    finally:
+        for _ in threads:
+            jobs.put(None)
+        for t in threads:
+            t.join()
+    return report
+
+
+def preview(
+    engine: Engine,
+    settings: Settings,
+    *,
+    renderer: Renderer,
+    subscriber: Subscriber,
+    edition: Edition,
+) -> tuple[str, str, list[Ranked]]:
+    """The subject and exact HTML this reader would get for ``edition``, without sending or recording."""
+    _, papers, index = _EditionCache(engine, settings).get(edition.id)
+    # What this edition already carried stays in it: a preview of a sent edition shows what was sent.
+    seen = seen_keys(engine, [subscriber.id or 0], [p.id or 0 for p in papers.values()], except_edition=edition.id)
+    [(_profile, ranked)] = list(index.rank([profile_of(subscriber, seen=seen.get(subscriber.id or 0, frozenset()))]))
+    links = links_for(settings, subscriber, edition.id)
+    ctx = context_for(settings, subscriber=subscriber, edition=edition, ranked=ranked, papers=papers, links=links)
+    rendered = renderer.render_digest(ctx)
+    return rendered.subject, rendered.html, list(ranked)

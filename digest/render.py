@@ -1,0 +1,475 @@
+"""Rendering: a digest or a confirmation as a subject, an HTML part and a plain-text part.
+
+The CSS in ``templates/email/base.css`` is inlined into each HTML template once, when the
+:class:`Renderer` is created; per message only Jinja runs (premailer per message costs ~45
+Jinja renders). Rendering is pure: no clock, no database, no network.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import logging
+import re
+import textwrap
+from collections.abc import Callable, Iterable, Mapping
+from datetime import date
+from pathlib import Path
+from typing import Any
+from urllib.parse import urlsplit
+
+import jinja2
+from markupsafe import Markup, escape
+from premailer import Premailer
+
+from digest.errors import TemplateError
+from digest.resources import templates_dir
+
+DIGEST_HTML = "email/digest.html.j2"
+DIGEST_TEXT = "email/digest.txt.j2"
+CONFIRM_HTML = "email/confirm.html.j2"
+CONFIRM_TEXT = "email/confirm.txt.j2"
+CSS_FILE = "email/base.css"
+INLINED_TEMPLATES = (DIGEST_HTML, CONFIRM_HTML)
+
+SUBJECT_MAX = 150
+SNIPPET_CHARS = 420
+TITLE_MAX = 300
+REASON_MAX = 300
+AUTHOR_MAX = 80
+AUTHORS_SHOWN = 3
+KEYWORDS_SHOWN = 30
+URL_MAX = 2048
+TEXT_WIDTH = 72
+EMPTY_NOTE = "No new papers matched your keywords in this edition."
+
+# Added per message, after inlining, so it must carry its own style (a .hl @media rule in
+# base.css overrides it in dark mode).
+MARK_OPEN = Markup('<mark class="hl" style="background-color:#fff1a8;color:#1f2328;padding:0 1px;">')
+MARK_CLOSE = Markup("</mark>")
+
+_MONTHS = ("Jan", "Feb", "Mar", "Apr", "May", "Jun", "Jul", "Aug", "Sep", "Oct", "Nov", "Dec")
+# C0/C1 controls and the Unicode line/paragraph separators; tabs and newlines are handled
+# as whitespace by the callers.
+_CONTROL = re.compile("[\x00-\x08\x0b\x0c\x0e-\x1f\x7f-\x9f\u2028\u2029]")
+_SPACE = re.compile(r"\s+")
+_NON_SPACE = re.compile(r"\S")
+_JINJA_TAG = re.compile(r"\{\{.*?\}\}|\{%.*?%\}", re.DOTALL)
+_JINJA_COMMENT = re.compile(r"\{#.*?#\}", re.DOTALL)
+
+
+@dataclasses.dataclass(frozen=True, kw_only=True)
+class DigestItem:
+    """One ranked paper as it appears in a digest."""
+
+    key: str
+    title: str
+    url: str
+    authors: tuple[str, ...]
+    abstract: str
+    upvotes: int | None
+    score: float
+    reason: str
+    highlight: tuple[tuple[int, int], ...] = ()
+
+
+@dataclasses.dataclass(frozen=True, kw_only=True)
+class DigestContext:
+    """Everything one subscriber's digest for one edition shows."""
+
+    site_name: str
+    base_url: str
+    recipient: str
+    edition: str
+    edition_label: str
+    items: tuple[DigestItem, ...]
+    keywords: tuple[str, ...]
+    unsubscribe_url: str
+    preferences_url: str
+    view_url: str | None = None
+    empty_note: str | None = None
+
+
+@dataclasses.dataclass(frozen=True, kw_only=True)
+class ConfirmContext:
+    """What the confirm-your-subscription mail shows."""
+
+    site_name: str
+    base_url: str
+    recipient: str
+    confirm_url: str
+    keywords: tuple[str, ...] = ()
+    expires_note: str | None = None
+
+
+@dataclasses.dataclass(frozen=True, kw_only=True)
+class Rendered:
+    """A rendered mail: a header-safe subject and the two bodies."""
+
+    subject: str
+    html: str
+    text: str
+
+
+@dataclasses.dataclass(frozen=True, kw_only=True)
+class _ItemView:
+    title: str
+    url: str
+    authors: str
+    snippet_html: Markup
+    snippet_text: str
+    reason: str
+    upvotes: int | None
+
+
+def one_line(value: str, limit: int | None = None) -> str:
+    """Drop control characters, collapse whitespace to single spaces, bound to ``limit``."""
+    if limit is not None and len(value) > limit * 4:
+        value = value[: limit * 4]  # bound the regex work on hostile input
+    value = _SPACE.sub(" ", _CONTROL.sub("", value)).strip()
+    return value if limit is None else truncate(value, limit)
+
+
+def truncate(value: str, limit: int) -> str:
+    """Cut ``value`` to at most ``limit`` characters, at a word boundary when one is near."""
+    if len(value) <= limit:
+        return value
+    cut = value[: limit - 1]
+    space = cut.rfind(" ")
+    if space >= limit * 2 // 3:
+        cut = cut[:space]
+    return cut.rstrip(" ,;:-") + "…"
+
+
+def safe_url(value: str) -> str:
+    """``value`` when it is a plain http(s) URL, else ``""`` (no javascript:, no data:)."""
+    url = value.strip()
+    if not url or len(url) > URL_MAX or _CONTROL.search(url) or _SPACE.search(url):
+        return ""
+    try:
+        parts = urlsplit(url)
+    except ValueError:
+        return ""
+    if parts.scheme.lower() not in ("http", "https") or not parts.netloc:
+        return ""
+    return url
+
+
+def short_date(edition: str, fallback: str) -> str:
+    """``2026-11-22`` as ``22 Nov 2026``; any other edition name (a week) as ``fallback``."""
+    try:
+        day = date.fromisoformat(edition)
+    except ValueError:
+        return one_line(fallback or edition, 40)
+    return f"{day.day} {_MONTHS[day.month - 1]} {day.year}"
+
+
+def digest_subject(ctx: DigestContext) -> str:
+    """``Your digest for 22 Nov 2026: <top title> (+9 more)``, one line, at most 150 chars."""
+    head = f"Your digest for {short_date(ctx.edition, ctx.edition_label)}"
+    if not ctx.items:
+        return one_line(f"{head}: no new papers", SUBJECT_MAX)
+    more = len(ctx.items) - 1
+    tail = f" (+{more} more)" if more else ""
+    room = SUBJECT_MAX - len(head) - len(": ") - len(tail)
+    title = one_line(ctx.items[0].title, max(room, 10)) or "untitled"
+    return one_line(f"{head}: {title}{tail}", SUBJECT_MAX)
+
+
+def _spans(
+    highlight: Iterable[tuple[int, int]], text: str, start: int, end: int
+) -> list[tuple[int, int]]:
+    """Clip the spans to [start, end), trim whitespace at their edges, merge overlaps."""
+    clipped: list[tuple[int, int]] = []
+    for span in highlight:
+        s, e = max(int(span[0]), start), min(int(span[1]), end)
+        while s < e and text[s].isspace():
+            s += 1
+        while e > s and text[e - 1].isspace():
+            e -= 1
+        if s < e:
+            clipped.append((s, e))
+    clipped.sort()
+    merged: list[tuple[int, int]] = []
+    for s, e in clipped:
+        if merged and s <= merged[-1][1]:
+            merged[-1] = (merged[-1][0], max(merged[-1][1], e))
+        else:
+            merged.append((s, e))
+    return merged
+
+
+def build_snippet(
+    abstract: str, highlight: Iterable[tuple[int, int]] = (), *, limit: int = SNIPPET_CHARS
+) -> tuple[Markup, str]:
+    """The abstract cut to ``limit`` chars at a word boundary, as (marked HTML, marked text).
+
+    The HTML is built from the original text, escaping every piece before it is joined with
+    the marks: never marked-then-escaped, never marks laid over escaped text (the spans count
+    characters of the original). The text version marks the same spans like *this*.
+    """
+    found = _NON_SPACE.search(abstract)
+    if found is None:
+        return Markup(""), ""
+    start = found.start()
+    end = len(abstract)
+    cut = end - start > limit
+    if cut:
+        window = abstract[start : start + limit + 1]
+        space = max(window.rfind(" "), window.rfind("\n"), window.rfind("\t"))
+        end = start + (space if space >= limit // 2 else limit)
+        while end > start and abstract[end - 1].isspace():
+            end -= 1
+    html: list[str] = []
+    text: list[str] = []
+    pos = start
+    for s, e in _spans(highlight, abstract, start, end):
+        plain, marked = _clean_piece(abstract[pos:s]), _clean_piece(abstract[s:e])
+        html += [escape(plain), MARK_OPEN, escape(marked), MARK_CLOSE]
+        text += [plain, "*", marked, "*"]
+        pos = e
+    tail = _clean_piece(abstract[pos:end])
+    html.append(escape(tail))
+    text.append(tail)
+    if cut:
+        html.append("…")
+        text.append("…")
+    return Markup("").join(html), "".join(text).strip()
+
+
+def _clean_piece(piece: str) -> str:
+    return _SPACE.sub(" ", _CONTROL.sub("", piece))
+
+
+def short_authors(authors: Iterable[str], shown: int = AUTHORS_SHOWN) -> str:
+    """``A, B, C et al.`` when there are more than ``shown`` authors, else all of them."""
+    names: list[str] = []
+    extra = False
+    for author in authors:
+        name = one_line(author, AUTHOR_MAX)
+        if not name:
+            continue
+        if len(names) == shown:
+            extra = True
+            break
+        names.append(name)
+    return ", ".join(names) + (" et al." if extra else "")
+
+
+def _item_view(item: DigestItem, snippet_chars: int) -> _ItemView:
+    snippet_html, snippet_text = build_snippet(item.abstract, item.highlight, limit=snippet_chars)
+    upvotes = item.upvotes if isinstance(item.upvotes, int) and item.upvotes >= 0 else None
+    return _ItemView(
+        title=one_line(item.title, TITLE_MAX) or "Untitled",
+        url=safe_url(item.url),
+        authors=short_authors(item.authors),
+        snippet_html=snippet_html,
+        snippet_text=textwrap.fill(
+            snippet_text,
+            width=TEXT_WIDTH,
+            initial_indent="   ",
+            subsequent_indent="   ",
+            break_long_words=False,
+            break_on_hyphens=False,
+        ),
+        reason=one_line(item.reason, REASON_MAX),
+        upvotes=upvotes,
+    )
+
+
+def _link(value: str, what: str) -> str:
+    url = safe_url(value)
+    if not url:
+        raise TemplateError(f"the {what} link must be an http(s) URL, got {value[:80]!r}")
+    return url
+
+
+def _keywords(keywords: Iterable[str]) -> str:
+    return one_line(", ".join(k for k in (one_line(k, 60) for k in keywords) if k), 600)
+
+
+def make_premailer(css: str) -> Premailer:
+    """A premailer set up for email: keeps @media (with !important) in <style>, loads nothing."""
+    return Premailer(
+        css_text=[css],
+        strip_important=False,  # else the kept @media rules can never beat the inlined styles
+        remove_classes=False,  # the @media rules select by class
+        keep_style_tags=False,
+        allow_network=False,
+        allow_loading_external_files=False,
+        disable_validation=True,
+        disable_link_rewrites=True,
+        cssutils_logging_level=logging.CRITICAL,
+    )
+
+
+def inline_template_source(source: str, css: str) -> str:
+    """Inline ``css`` into a Jinja HTML template's source, keeping every Jinja tag intact.
+
+    premailer on raw Jinja source keeps tags in text but URL-encodes ``{{ x }}`` inside
+    href/src (libxml2 escapes URI attributes: ``{{%20x%20}}``), and the template no longer
+    compiles; ``preserve_handlebar_syntax`` does not fix it. So every tag is swapped for an
+    inert lowercase-alphanumeric token (which survives URI escaping and attribute-name
+    lowercasing), premailer runs once, and the tags are put back. Comments are dropped.
+    """
+    source = _JINJA_COMMENT.sub("", source).strip()
+    prefix = next(p for p in (f"jinjatag{n}q" for n in range(1000)) if p not in source)
+    token = re.compile(re.escape(prefix) + r"(\d+)x")
+    tags: list[str] = []
+
+    def swap(match: re.Match[str]) -> str:
+        tags.append(match.group(0))
+        return f"{prefix}{len(tags) - 1}x"
+
+    inert = _JINJA_TAG.sub(swap, source)
+    for opener in ("{{", "{%", "{#"):
+        if opener in inert:
+            raise TemplateError(f"unbalanced Jinja tag near {inert[inert.index(opener):][:60]!r}")
+    inlined = str(make_premailer(css).transform(inert))
+    seen: list[int] = []
+
+    def restore(match: re.Match[str]) -> str:
+        index = int(match.group(1))
+        seen.append(index)
+        return tags[index]
+
+    restored = token.sub(restore, inlined)
+    if seen != list(range(len(tags))):
+        lost = sorted(set(range(len(tags))) - set(seen))
+        where = tags[lost[0]] if lost else "(reordered)"
+        raise TemplateError(
+            f"the CSS inliner moved or dropped a Jinja tag: {where!r}; keep tags out of tag "
+            "interiors (a whole attribute) and out of <style>"
+        )
+    return restored
+
+
+class Renderer:
+    """Renders digests and confirmation mails from templates whose CSS is inlined once."""
+
+    def __init__(self, env: jinja2.Environment, raw_env: jinja2.Environment, css: str, *,
+                 snippet_chars: int = SNIPPET_CHARS) -> None:
+        self._env = env
+        self._raw_env = raw_env
+        self._css = css
+        self._snippet_chars = snippet_chars
+
+    @classmethod
+    def create(cls, templates: Path | None = None, *, snippet_chars: int = SNIPPET_CHARS) -> Renderer:
+        """Load the templates (default: the shipped ones), inline the CSS once, compile."""
+        root = Path(templates) if templates is not None else templates_dir()
+        try:
+            css = (root / CSS_FILE).read_text(encoding="utf-8")
+            inlined = {
+                name: inline_template_source((root / name).read_text(encoding="utf-8"), css)
+                for name in INLINED_TEMPLATES
+            }
+        except OSError as e:
+            raise TemplateError(f"cannot read the email templates in {root}: {e}") from e
+        files = jinja2.FileSystemLoader(str(root))
+        env = _environment(jinja2.ChoiceLoader([jinja2.DictLoader(inlined), files]))
+        renderer = cls(env, _environment(files), css, snippet_chars=snippet_chars)
+        for name in (*INLINED_TEMPLATES, DIGEST_TEXT, CONFIRM_TEXT):
+            renderer._template(name)  # fail at start-up, not at the first send
+        return renderer
+
+    def _template(self, name: str, *, raw: bool = False) -> jinja2.Template:
+        try:
+            return (self._raw_env if raw else self._env).get_template(name)
+        except jinja2.TemplateError as e:
+            raise TemplateError(f"template {name}: {e}") from e
+
+    def _render(self, name: str, values: Mapping[str, Any], *, raw: bool = False) -> str:
+        try:
+            return self._template(name, raw=raw).render(values)
+        except jinja2.TemplateError as e:
+            raise TemplateError(f"template {name}: {e}") from e
+
+    def template_source(self, name: str = DIGEST_HTML) -> str:
+        """The compiled source of a template, after inlining (for inspection and tests)."""
+        loader = self._env.loader
+        assert loader is not None
+        return loader.get_source(self._env, name)[0]
+
+    def inline_css(self, html: str) -> str:
+        """Run premailer on a rendered page: the slow per-message path, kept for comparison."""
+        return str(make_premailer(self._css).transform(html))
+
+    def digest_values(self, ctx: DigestContext) -> dict[str, Any]:
+        """The template variables for a digest (shared by the HTML and text templates)."""
+        items = [_item_view(item, self._snippet_chars) for item in ctx.items]
+        subject = digest_subject(ctx)
+        if items:
+            titles = " · ".join(item.title for item in items[:3])
+            count = f"{len(items)} new paper{'s' if len(items) != 1 else ''}"
+            preheader = one_line(f"{count} for you: {titles}", 140)
+        else:
+            preheader = one_line(ctx.empty_note or EMPTY_NOTE, 140)
+        return {
+            "subject": subject,
+            "preheader": preheader,
+            "site_name": one_line(ctx.site_name, 80),
+            "base_url": _link(ctx.base_url, "site"),
+            "recipient": one_line(ctx.recipient, 254),
+            "edition_label": one_line(ctx.edition_label or ctx.edition, 80),
+            "items": items,
+            "count": len(items),
+            "keywords": _keywords(ctx.keywords[:KEYWORDS_SHOWN]),
+            "unsubscribe_url": _link(ctx.unsubscribe_url, "unsubscribe"),
+            "preferences_url": _link(ctx.preferences_url, "preferences"),
+            "view_url": _link(ctx.view_url, "view-in-browser") if ctx.view_url else None,
+            "empty_note": one_line(ctx.empty_note or EMPTY_NOTE, 500),
+        }
+
+    def render_digest(self, ctx: DigestContext) -> Rendered:
+        """A subscriber's digest: subject, HTML (styles already inlined) and plain text."""
+        values = self.digest_values(ctx)
+        return Rendered(
+            subject=values["subject"],
+            html=self._render(DIGEST_HTML, values),
+            text=self._render(DIGEST_TEXT, values),
+        )
+
+    def render_digest_reference(self, ctx: DigestContext) -> Rendered:
+        """The same digest through Jinja and then premailer per message (slow; tests, bench)."""
+        values = self.digest_values(ctx)
+        return Rendered(
+            subject=values["subject"],
+            html=self.inline_css(self._render(DIGEST_HTML, values, raw=True)),
+            text=self._render(DIGEST_TEXT, values),
+        )
+
+    def render_confirm(self, ctx: ConfirmContext) -> Rendered:
+        """The confirm-your-subscription mail with its one link."""
+        site = one_line(ctx.site_name, 80)
+        subject = one_line(f"Confirm your subscription to {site}", SUBJECT_MAX)
+        values = {
+            "subject": subject,
+            "preheader": one_line(f"One click to start receiving {site} digests.", 140),
+            "site_name": site,
+            "base_url": _link(ctx.base_url, "site"),
+            "recipient": one_line(ctx.recipient, 254),
+            "confirm_url": _link(ctx.confirm_url, "confirmation"),
+            "keywords": _keywords(ctx.keywords[:KEYWORDS_SHOWN]),
+            "expires_note": one_line(ctx.expires_note, 200) if ctx.expires_note else None,
+        }
+        return Rendered(
+            subject=subject,
+            html=self._render(CONFIRM_HTML, values),
+            text=self._render(CONFIRM_TEXT, values),
+        )
+
+
+def _environment(loader: jinja2.BaseLoader) -> jinja2.Environment:
+    autoescape: Callable[[str | None], bool] = jinja2.select_autoescape(
+        enabled_extensions=("html.j2",), disabled_extensions=(), default_for_string=False,
+        default=False,
+    )
+    return jinja2.Environment(
+        loader=loader,
+        autoescape=autoescape,
+        undefined=jinja2.StrictUndefined,
+        trim_blocks=True,
+        lstrip_blocks=True,
+        keep_trailing_newline=True,
+        auto_reload=False,
+    )
