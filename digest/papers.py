@@ -25,7 +25,8 @@ COUNT_LIMIT = 1_000_000_000
 class PaperIn:
     """One paper from one source, already cleaned: plain-text fields, bounded sizes."""
 
-    key: str  # canonical: "arxiv:2411.01234" (no version), "doi:10.x/y", or "title:<sha1 of normalised title>"
+    # canonical: "arxiv:2411.01234" (no version), "doi:10.x/y" or "title:<sha1 of the title>"
+    key: str
     title: str
     abstract: str = ""
     authors: tuple[str, ...] = ()
@@ -85,7 +86,7 @@ def _bound(s: str, limit: int) -> str:
 
 
 def clean_text(s: str | None, *, limit: int) -> str:
-    """Plain text from untrusted text or HTML: no tags, entities or control chars, ≤ ``limit`` chars."""
+    """Plain text from untrusted text or HTML: no tags, entities or controls; ≤ ``limit`` chars."""
     if not s:
         return ""
     # Bound the work before any regex: markup overhead rarely exceeds a few times the text.

@@ -16,3 +16,129 @@ def shared() -> Path:
     if not (SHARED / "seeds").is_dir():
         pytest.skip("../shared (seeds and fixtures) is not beside the project root")
     return SHARED
+
+
+import dataclasses
+import threading
+from collections.abc import Iterator
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from typing import Any
+
+from aiosmtpd.controller import Controller
+
+from digest.config import Settings, load_settings
+from digest.sink import free_port
+
+
+@dataclasses.dataclass
+class Route:
+    """What the test HTTP server answers on one path."""
+
+    body: bytes
+    content_type: str = "application/xml"
+    etag: str | None = None
+    last_modified: str | None = None
+    status: int = 200
+    delay: float = 0.0
+
+
+class FeedServer:
+    """A real HTTP server on loopback serving recorded feeds, honouring conditional GET."""
+
+    def __init__(self) -> None:
+        self.routes: dict[str, Route] = {}
+        self.requests: list[dict[str, str]] = []
+        server = self
+
+        class Handler(BaseHTTPRequestHandler):
+            def do_GET(self) -> None:  # noqa: N802 - http.server's naming
+                server.requests.append({"path": self.path, **{k.lower(): v for k, v in self.headers.items()}})
+                route = server.routes.get(self.path)
+                if route is None:
+                    self.send_error(404)
+                    return
+                if route.delay:
+                    threading.Event().wait(route.delay)
+                inm = self.headers.get("If-None-Match")
+                ims = self.headers.get("If-Modified-Since")
+                if (route.etag and inm == route.etag) or (
+                    route.last_modified and not route.etag and ims == route.last_modified
+                ):
+                    self.send_response(304)
+                    self.end_headers()
+                    return
+                self.send_response(route.status)
+                self.send_header("Content-Type", route.content_type)
+                self.send_header("Content-Length", str(len(route.body)))
+                if route.etag:
+                    self.send_header("ETag", route.etag)
+                if route.last_modified:
+                    self.send_header("Last-Modified", route.last_modified)
+                self.end_headers()
+                try:
+                    self.wfile.write(route.body)
+                except (BrokenPipeError, ConnectionResetError):
+                    pass
+
+            def log_message(self, *args: Any) -> None:
+                pass
+
+        self.httpd = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+        self.httpd.daemon_threads = True
+        self.thread = threading.Thread(target=self.httpd.serve_forever, daemon=True)
+
+    def url(self, path: str) -> str:
+        return f"http://127.0.0.1:{self.httpd.server_address[1]}{path}"
+
+
+@pytest.fixture
+def feed_server() -> Iterator[FeedServer]:
+    """A loopback HTTP server; add Routes to ``.routes``."""
+    server = FeedServer()
+    server.thread.start()
+    yield server
+    server.httpd.shutdown()
+    server.httpd.server_close()
+
+
+class RecordingHandler:
+    """An aiosmtpd handler that keeps every envelope it accepts."""
+
+    def __init__(self) -> None:
+        self.envelopes: list[Any] = []
+        self.lock = threading.Lock()
+
+    async def handle_DATA(self, server: Any, session: Any, envelope: Any) -> str:  # noqa: N802
+        with self.lock:
+            self.envelopes.append(envelope)
+        return "250 OK"
+
+
+@pytest.fixture
+def smtp_server() -> Iterator[tuple[Controller, RecordingHandler]]:
+    """A real aiosmtpd server on a free loopback port that records what it receives."""
+    handler = RecordingHandler()
+    controller = Controller(handler, hostname="127.0.0.1", port=free_port())
+    controller.start()
+    yield controller, handler
+    controller.stop()
+
+
+@pytest.fixture
+def settings(tmp_path: Path) -> Settings:
+    """Settings for a fresh SQLite file and Maildir under tmp_path, with no configured sources."""
+    config = tmp_path / "config.toml"
+    config.write_text(
+        f"""
+[database]
+url = "sqlite:///{tmp_path}/subscribers.db"
+[sink]
+maildir = "{tmp_path}/mail"
+[digest]
+previews_dir = "{tmp_path}/previews"
+[site]
+base_url = "https://digest.example.org"
+""",
+        encoding="utf-8",
+    )
+    return load_settings(config, env={"DIGEST_SECRET_KEY": "test-secret-" + "x" * 32}, base_dir=tmp_path)

@@ -39,7 +39,7 @@ _ENTRY_ERRORS = (LookupError, TypeError, ValueError, AttributeError)
 
 @dataclasses.dataclass(frozen=True, kw_only=True)
 class ParsedSource:
-    """What one fetch of one source gave: its kind, its papers (unique keys) and the entries dropped."""
+    """One fetch of one source: its kind, its papers (unique keys), the entries dropped."""
 
     kind: str  # "hf-daily" · "arxiv-rss" · "arxiv-atom" · "feed" · "text"
     papers: list[PaperIn]

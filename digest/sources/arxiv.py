@@ -1,4 +1,4 @@
-"""arXiv's own feeds: rss.arxiv.org announcements ("arxiv-rss") and export.arxiv.org API Atom ("arxiv-atom")."""
+"""arXiv's own feeds: rss.arxiv.org announcements and export.arxiv.org API responses (Atom)."""
 
 from __future__ import annotations
 
@@ -21,13 +21,15 @@ def _links(parsed: Mapping[str, Any]) -> list[str]:
 
 
 def kind(parsed: Mapping[str, Any]) -> str:
-    """"arxiv-rss", "arxiv-atom" or "feed" for a feedparser result."""
+    """The kind of a feedparser result: "arxiv-rss", "arxiv-atom" or "feed"."""
     entries = parsed.get("entries") or []
     version = str(parsed.get("version") or "")
     if any("rss.arxiv.org" in link for link in _links(parsed)):
         return "arxiv-rss"
     for entry in entries[:50]:
-        if entry.get("arxiv_announce_type") or str(entry.get("id", "")).startswith("oai:arXiv.org:"):
+        if entry.get("arxiv_announce_type") or str(entry.get("id", "")).startswith(
+            "oai:arXiv.org:"
+        ):
             return "arxiv-rss"
     namespaces = parsed.get("namespaces") or {}
     api_feed = any("arxiv.org/api" in link for link in _links(parsed))
@@ -59,16 +61,20 @@ def _authors(entry: Mapping[str, Any], *, split: bool) -> list[str]:
     return names
 
 
-def _link(entry: Mapping[str, Any], *, title: str | None = None, rel: str | None = None) -> str | None:
+def _link(
+    entry: Mapping[str, Any], *, title: str | None = None, rel: str | None = None
+) -> str | None:
     for link in entry.get("links") or []:
-        if (title is None or link.get("title") == title) and (rel is None or link.get("rel") == rel):
+        if (title is None or link.get("title") == title) and (
+            rel is None or link.get("rel") == rel
+        ):
             href = link.get("href")
             return href if isinstance(href, str) else None
     return None
 
 
 def rss_paper(entry: Mapping[str, Any]) -> PaperIn | None:
-    """One rss.arxiv.org item → a paper; the description's "arXiv:… Announce Type:" prefix is dropped."""
+    """One rss.arxiv.org item → a paper, without the "arXiv:… Announce Type:" prefix."""
     aid = arxiv_id(str(entry.get("id") or "")) or arxiv_id(str(entry.get("link") or ""))
     description = str(entry.get("summary") or "")
     return make_paper(

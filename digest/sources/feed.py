@@ -12,13 +12,12 @@ _BLOCK_RE = re.compile(
     r"</?(?:p|br|div|li|ul|ol|h[1-6]|tr|td|th|table|blockquote|section|article|dd|dt)\b[^<>]*>",
     re.IGNORECASE,
 )
-# Paper feeds scraped from huggingface.co label their parts: "<b>Upvotes:</b> 12", "<h3>Abstract</h3>".
+# Feeds scraped from huggingface.co label their parts: "<b>Upvotes:</b> 12", "<h3>Abstract</h3>".
 _LABEL_RE = re.compile(
-    r"^(authors?|upvotes?|likes|comments|summary|abstract)\s*(?::\s*(.*))?$", re.IGNORECASE | re.DOTALL
+    r"^(authors?|upvotes?|likes|comments|summary|abstract)\s*(?::\s*(.*))?$",
+    re.IGNORECASE | re.DOTALL,
 )
-_ARXIV_IN_TEXT_RE = re.compile(
-    r"arxiv\.org/(?:abs|pdf)/[\w./-]+|arXiv:\s*[\w./-]+", re.IGNORECASE
-)
+_ARXIV_IN_TEXT_RE = re.compile(r"arxiv\.org/(?:abs|pdf)/[\w./-]+|arXiv:\s*[\w./-]+", re.IGNORECASE)
 _MAX_BLOCKS = 200
 
 
@@ -142,9 +141,7 @@ def paper(entry: Mapping[str, Any]) -> PaperIn | None:
         url=_str(entry.get("link")) or None,
         pdf_url=_pdf_link(entry),
         published_at=(
-            entry.get("published_parsed")
-            or entry.get("updated_parsed")
-            or entry.get("published")
+            entry.get("published_parsed") or entry.get("updated_parsed") or entry.get("published")
         ),
         upvotes=labelled.get("upvote") or labelled.get("like"),
         comments=labelled.get("comment"),

@@ -1,4 +1,4 @@
-"""Plain-text paper lists (a copy of huggingface.co/papers): header lines, then title and abstract per paper.
+"""Plain-text paper lists (a copy of huggingface.co/papers): headers, then title and abstract.
 
 Blank lines, line endings and header lines vary from list to list, so the layout is read from the
 text itself: an abstract is prose (long, in sentences); a title is the short line right before
@@ -16,10 +16,11 @@ LONG_PROSE = 200
 SHORT_PROSE = 60
 SHORT_PROSE_WORDS = 8
 
-_MONTHS = (
+_MONTH = (
     r"(?:jan(?:uary)?|feb(?:ruary)?|mar(?:ch)?|apr(?:il)?|may|june?|july?|aug(?:ust)?"
-    r"|sep(?:t(?:ember)?)?|oct(?:ober)?|nov(?:ember)?|dec(?:ember)?)\.?"
+    r"|sep(?:t(?:ember)?)?|oct(?:ober)?|nov(?:ember)?|dec(?:ember)?)"
 )
+_MONTHS = _MONTH + r"\.?"
 _WEEKDAY = r"(?:(?:mon|tue|wed|thu|fri|sat|sun)[a-z]*\.?,?\s+)?"
 _DATE = (
     rf"{_WEEKDAY}(?:{_MONTHS}\s+\d{{1,2}}(?:st|nd|rd|th)?(?:,?\s+\d{{4}})?"
@@ -44,7 +45,7 @@ _HEADER_SET = frozenset(_HEADERS)
 _GLUED_RE = re.compile(
     r"^(?:Daily Papers|Trending Papers|Subscribe|Get trending papers in your email inbox!"
     r"|by ?AK and the research community|new"
-    rf"|{_MONTHS[:-3]}\s+\d{{1,2}}(?:,\s*\d{{4}})?)(?=[A-Z0-9\"'“(\[])",
+    rf"|(?i:{_MONTH})\s+\d{{1,2}}(?:,\s*\d{{4}})?)(?=[A-Z0-9\"'“(\[])",
 )
 _SENTENCE_END_RE = re.compile(r"[.!?][\"')\]”’]?(?:\s|$)")
 
@@ -70,6 +71,17 @@ def _is_title(line: str) -> bool:
     return 2 <= len(line) <= TITLE_MAX and not _is_header(line) and not _is_long_prose(line)
 
 
+def _is_clear_title(line: str) -> bool:
+    """A line that reads as a paper title: "Name: Subtitle" or mostly Capitalised Words."""
+    words = re.findall(r"[^\W\d_][\w'-]*", line)
+    if len(words) < 3 or _is_short_prose(line):
+        return False
+    if ":" in line:
+        return True
+    significant = [w for w in words if len(w) > 3]
+    return bool(significant) and sum(w[0].isupper() for w in significant) >= 0.6 * len(significant)
+
+
 def _strip_glued(title: str) -> str:
     for _ in range(3):
         stripped = _GLUED_RE.sub("", title, count=1)
@@ -88,10 +100,10 @@ def _starts_paper(lines: list[str], i: int) -> bool:
         return True
     if not _is_short_prose(nxt):
         return False
-    # A short abstract is trusted only under a clear title (several words, not a sentence),
-    # and only when the line is not itself the title of a paper that follows.
-    title = lines[i]
-    if len(title.split()) < 3 or _is_short_prose(title):
+    # A short abstract is trusted only under a clear title, so that a header and a sentence of
+    # site blurb never pass for a paper, and only when the line is not itself the title of a
+    # paper that follows.
+    if not _is_clear_title(lines[i]):
         return False
     return not (i + 2 < len(lines) and _is_long_prose(lines[i + 2]))
 
