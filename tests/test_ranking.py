@@ -1,0 +1,401 @@
+"""Ranking: phrases, fields, variants, exclusions, explanations; a batch equals one by one."""
+
+from __future__ import annotations
+
+import random
+import re
+from pathlib import Path
+
+import pytest
+
+from digest.ranking import (
+    MAX_KEYWORD_CHARS,
+    MAX_KEYWORDS,
+    Doc,
+    Index,
+    Match,
+    Profile,
+    Ranked,
+    highlight_spans,
+    parse_keywords,
+    rank,
+)
+
+FILLER = "Details are given in the main text."
+
+
+def doc(key: str, title: str, abstract: str = FILLER, upvotes: int | None = None) -> Doc:
+    return Doc(key=key, title=title, abstract=abstract, upvotes=upvotes)
+
+
+def keys_for(docs: list[Doc], *keywords: str, **profile: object) -> list[str]:
+    """The ranked keys for one profile with ``keywords``."""
+    (ranked,) = rank(docs, [Profile(id=1, keywords=keywords, **profile)])  # type: ignore[arg-type]
+    return [r.key for r in ranked]
+
+
+def seed_papers(shared: Path) -> list[Doc]:
+    """Papers from the seed lists: paragraphs after the date line, title then abstract."""
+    docs = []
+    for path in sorted((shared / "seeds").glob("daily-papers-*.txt")):
+        paragraphs = [p.strip() for p in path.read_text().split("\n\n") if p.strip()]
+        start = next(i for i, p in enumerate(paragraphs) if re.fullmatch(r"[A-Z][a-z]{2} \d+", p))
+        body = paragraphs[start + 1 :]
+        for n, (title, abstract) in enumerate(zip(body[0::2], body[1::2], strict=False)):
+            docs.append(Doc(key=f"{path.stem}:{n:03d}", title=title, abstract=abstract))
+    return docs
+
+
+# relevance
+
+
+def test_phrase_beats_the_same_words_scattered() -> None:
+    docs = [
+        doc("a", "Serving models faster", "Efficient LLM inference on one GPU with paged memory."),
+        doc(
+            "b", "Inference of causal graphs", "We use an LLM to propose edges; inference is exact."
+        ),
+        doc("c", "Causal inference in economics", "Statistical inference for treatment effects."),
+    ]
+    ranked = keys_for(docs, "llm inference")
+    assert ranked[0] == "a"
+    # a paper that merely mentions a word of the phrase gets nothing at all
+    assert "c" not in ranked
+
+
+def test_one_common_word_does_not_outrank_the_phrase_even_in_the_title() -> None:
+    docs = [
+        doc("phrase", "A new benchmark", "We study dataset distillation for vision."),
+        doc("word", "Dataset dataset dataset: a large dataset", "A dataset of datasets."),
+    ]
+    assert keys_for(docs, "dataset distillation") == ["phrase"]
+
+
+def test_title_beats_abstract() -> None:
+    docs = [
+        doc("abstract", "Efficient serving", "We apply quantization to weights."),
+        doc("title", "Quantization for efficient serving", FILLER),
+    ]
+    assert keys_for(docs, "quantization") == ["title", "abstract"]
+
+
+def test_scores_sum_over_keywords() -> None:
+    docs = [
+        doc("one", "Speculative decoding", FILLER),
+        doc("two", "Speculative decoding with quantization", FILLER),
+    ]
+    assert keys_for(docs, "speculative decoding", "quantization") == ["two", "one"]
+
+
+def test_nothing_matching_gives_an_empty_list() -> None:
+    docs = [doc("a", "Protein folding with diffusion"), doc("b", "Graph neural networks")]
+    assert keys_for(docs, "speech recognition", "quantum error correction") == []
+    assert keys_for(docs, "of the", "") == []  # stopwords and empty strings match nothing
+    assert rank([], [Profile(id=1, keywords=("anything",))]) == [[]]
+
+
+def test_exclusions_remove_a_paper_matched_anywhere() -> None:
+    docs = [
+        doc("title", "Medical image segmentation with transformers", FILLER),
+        doc("abstract", "Image segmentation at scale", "Applied to medical imaging and CT scans."),
+        doc("acronym", "Segmentation with an LLM", FILLER),
+        doc("kept", "Image segmentation for robots", FILLER),
+    ]
+    assert keys_for(docs, "segmentation", exclude=("medical",)) == ["acronym", "kept"]
+    kept = keys_for(docs, "segmentation", exclude=("large language models",))
+    assert sorted(kept) == ["abstract", "kept", "title"]  # the expansion excludes "LLM" too
+
+
+def test_seen_papers_are_never_returned() -> None:
+    docs = [doc(k, f"Quantization study {k}") for k in "abc"]
+    ranked = keys_for(docs, "quantization", seen=frozenset({"b", "zzz"}))
+    assert ranked == ["a", "c"]
+
+
+def test_limit_and_ties_go_to_the_smaller_key() -> None:
+    docs = [doc(k, "Quantization of weights", "Same text.") for k in ("d", "b", "c", "a")]
+    assert keys_for(docs, "quantization", limit=3) == ["a", "b", "c"]
+    assert keys_for(docs, "quantization", limit=0) == []
+
+
+def test_upvotes_break_ties_but_do_not_beat_relevance() -> None:
+    docs = [
+        doc("a", "Quantization of weights", "Same text.", upvotes=0),
+        doc("b", "Quantization of weights", "Same text.", upvotes=500),
+        doc("c", "Weights", "Quantization in the abstract only.", upvotes=10_000),
+    ]
+    assert keys_for(docs, "quantization") == ["b", "a", "c"]
+
+
+def test_duplicate_keys_keep_the_first_paper() -> None:
+    docs = [doc("a", "Quantization"), doc("a", "Something else")]
+    assert keys_for(docs, "quantization") == ["a"]
+
+
+# variants
+
+
+@pytest.mark.parametrize(
+    ("keyword", "text"),
+    [
+        ("test-time adaptation", "A study of test time adaptation"),
+        ("test time adaptation", "A study of test-time adaptation"),
+        ("pre-training", "Scaling pretraining data"),
+        ("pretraining", "Scaling pre-training data"),
+        ("pretraining", "Models pre-trained on the web"),
+        ("pre-train", "Scaling pre-training data"),
+        ("mixture of experts", "Sparse mixture-of-experts layers"),
+        ("mixture-of-experts", "A mixture of experts for vision"),
+        ("quantisation", "Post-training quantization"),
+        ("quantization", "Post-training quantisation"),
+        ("behaviour", "Emergent behavior of agents"),
+        ("naive bayes", "A naïve Bayes baseline"),
+        ("multimodal", "Multi-modal reasoning"),
+    ],
+)
+def test_hyphen_and_spelling_variants_match(keyword: str, text: str) -> None:
+    assert keys_for([doc("a", text)], keyword) == ["a"]
+
+
+@pytest.mark.parametrize(
+    ("keyword", "text"),
+    [
+        ("LLM", "What large language models know"),
+        ("large language models", "Efficient LLMs on phones"),
+        ("llm", "Efficient LLMs on phones"),
+        ("LLMs", "An LLM agent"),
+        ("MoE", "Scaling mixture of experts"),
+        ("mixture of experts", "AquilaMoE: efficient training for MoE models"),
+        ("moe", "Sparse MoE layers"),
+        ("RAG", "Retrieval-augmented generation for QA"),
+        ("retrieval augmented generation", "Better RAG pipelines"),
+        ("RLHF", "Reinforcement learning from human feedback at scale"),
+        ("reinforcement learning from human feedback", "RLHF without reward models"),
+        ("ASR", "Speech recognition for low-resource languages"),
+        ("automatic speech recognition", "Streaming ASR"),
+        ("NeRF", "Neural radiance fields for cities"),
+        ("vision transformer", "Pruning ViTs"),
+        ("ViT", "Vision Transformers need registers"),
+        ("knowledge distillation", "KD for small models"),
+        ("LLM inference", "Fast large language model inference"),
+    ],
+)
+def test_acronyms_and_expansions_match_both_ways(keyword: str, text: str) -> None:
+    assert keys_for([doc("a", text)], keyword) == ["a"]
+
+
+@pytest.mark.parametrize("text", ["Quantize", "Quantized weights", "Quantization", "Quantizing"])
+def test_stemming_joins_one_idea(text: str) -> None:
+    assert keys_for([doc("a", text)], "quantization") == ["a"]
+    assert keys_for([doc("a", text)], "quantized") == ["a"]
+
+
+@pytest.mark.parametrize(
+    ("keyword", "text"),
+    [
+        ("universe", "A university course on physics"),
+        ("policy", "Police records as data"),
+        ("experiment", "Learning from experience"),
+        ("transformer", "A data transformation pipeline"),
+        ("generalization", "A general recipe for training"),
+        ("natural", "The nature of attention"),
+        ("indices", "What the results indicate"),
+        ("RAG", "A drag-and-drop editor"),
+        ("ASR", "Asymmetric search"),
+    ],
+)
+def test_stemming_does_not_merge_different_ideas(keyword: str, text: str) -> None:
+    assert keys_for([doc("a", text)], keyword) == []
+
+
+def test_phrases_do_not_cross_punctuation() -> None:
+    docs = [doc("a", "Which language? Models of grammar", "Language. Models differ.")]
+    (ranked,) = rank(docs, [Profile(id=1, keywords=("language models",))])
+    assert all(m.partial for r in ranked for m in r.matches)
+
+
+# explanations and highlights
+
+
+def test_explanations_name_the_keyword_and_field() -> None:
+    docs = [
+        doc(
+            "a",
+            "Quantization for LLM serving",
+            "We speed up LLM inference; quantization and large language model inference again.",
+        )
+    ]
+    (ranked,) = rank(docs, [Profile(id=1, keywords=("quantization", "LLM inference", "cats"))])
+    (r,) = ranked
+    assert r.matches == (
+        Match(keyword="quantization", field="title", count=1),
+        Match(keyword="quantization", field="abstract", count=1),
+        Match(keyword="LLM inference", field="abstract", count=2),
+    )
+    assert r.reason() == (
+        'matched "quantization" in the title and abstract, "LLM inference" in the abstract'
+    )
+
+
+def test_partial_matches_are_marked_and_explained() -> None:
+    docs = [doc("a", "Inference on a budget", "An LLM answers questions.")]
+    (ranked,) = rank(docs, [Profile(id=1, keywords=("llm inference",))])
+    (r,) = ranked
+    assert {m.field for m in r.matches} == {"title", "abstract"}
+    assert all(m.partial for m in r.matches)
+    assert r.reason() == 'matched words of "llm inference" in the title and abstract'
+    assert Ranked(key="x", score=0.0, matches=()).reason() == ""
+
+
+def marked(text: str, keywords: list[str]) -> list[str]:
+    return [text[a:b] for a, b in highlight_spans(text, keywords)]
+
+
+def test_highlight_marks_whole_phrases_and_variants() -> None:
+    text = "Mixture-of-Experts (MoE) models: test time adaptation for large language models."
+    assert marked(text, ["mixture of experts"]) == ["Mixture-of-Experts", "MoE"]
+    assert marked(text, ["test-time adaptation", "LLM"]) == [
+        "test time adaptation",
+        "large language models",
+    ]
+    assert marked(text, ["quantization"]) == []
+
+
+def test_highlight_marks_single_words_when_the_phrase_is_absent() -> None:
+    text = "Inference for an LLM, and more inference."
+    assert marked(text, ["llm inference"]) == ["Inference", "LLM", "inference"]
+    assert marked("Fast LLM inference, LLM", ["llm inference"]) == ["LLM inference"]
+
+
+def test_highlight_spans_are_sorted_and_do_not_overlap() -> None:
+    text = "Efficient large language model inference with large language models."
+    spans = highlight_spans(text, ["large language model", "language model inference", "LLM"])
+    assert spans == sorted(spans)
+    assert all(a < b <= c for (a, b), (c, _) in zip(spans, spans[1:], strict=False))
+    assert [text[a:b] for a, b in spans] == [
+        "large language model inference",
+        "large language models",
+    ]
+
+
+def test_highlight_agrees_with_what_the_ranker_matched(shared: Path) -> None:
+    docs = seed_papers(shared)
+    keywords = (
+        "quantization",
+        "mixture of experts",
+        "LLM inference",
+        "dataset distillation",
+        "speech recognition",
+        "RLHF",
+        "test-time adaptation",
+        "domain adaptation",
+    )
+    by_key = {d.key: d for d in docs}
+    (ranked,) = rank(docs, [Profile(id=1, keywords=keywords, limit=40)])
+    assert len(ranked) == 40
+    for r in ranked:
+        paper = by_key[r.key]
+        for field, text in (("title", paper.title), ("abstract", paper.abstract)):
+            in_field = [m for m in r.matches if m.field == field]
+            for m in in_field:
+                spans = highlight_spans(text, [m.keyword])
+                assert spans, (r.key, m)
+                if not m.partial:
+                    assert len(spans) <= m.count  # one span per occurrence (adjacent ones merge)
+            # single-word keywords are highlighted exactly where they matched
+            for keyword in ("quantization", "RLHF"):
+                if not any(m.keyword == keyword for m in in_field):
+                    assert highlight_spans(text, [keyword]) == []
+
+
+def test_seeds_rank_the_obvious_papers_first(shared: Path) -> None:
+    docs = seed_papers(shared)
+    assert len(docs) > 200
+    titles = {d.key: d.title for d in docs}
+    (quant, moe) = rank(
+        docs,
+        [
+            Profile(id=1, keywords=("quantization",), limit=5),
+            Profile(id=2, keywords=("mixture of experts",), limit=5),
+        ],
+    )
+    assert len(quant) == len(moe) == 5
+    assert all(re.search(r"(?i)quantiz", titles[r.key]) for r in quant)
+    assert all(re.search(r"(?i)mixture.of.expert|moe\b", titles[r.key]) for r in moe)
+    assert all(r.score > 0 and r.matches for r in quant + moe)
+
+
+# batches
+
+
+def test_many_profiles_at_once_equal_each_alone(shared: Path) -> None:
+    docs = seed_papers(shared)
+    rng = random.Random(7)
+    vocabulary = [
+        "quantization", "language models", "mixture of experts", "LLM", "diffusion",
+        "reinforcement learning", "speech", "segmentation", "benchmark", "pre-training",
+        "knowledge distillation", "RAG", "agents", "vision transformer", "inference",
+        "domain adaptation", "code generation", "reasoning", "long context", "data",
+    ]  # fmt: skip
+    keys = [d.key for d in docs]
+    profiles = [
+        Profile(
+            id=i,
+            keywords=tuple(rng.sample(vocabulary, rng.randint(1, 6))),
+            exclude=tuple(rng.sample(vocabulary, rng.randint(0, 1))),
+            limit=rng.choice((0, 1, 3, 10, 25)),
+            seen=frozenset(rng.sample(keys, rng.randint(0, 30))),
+        )
+        for i in range(300)
+    ]
+    index = Index.build(docs)
+    together = list(index.rank(iter(profiles), chunk=16))
+    assert [p for p, _ in together] == profiles  # streamed in input order
+    # another index compiles the keywords in another order: the results must not depend on it
+    other = Index.build(docs)
+    alone = [next(other.rank([p]))[1] for p in profiles]
+    assert [r for _, r in together] == alone
+    assert [rank(docs, [p])[0] for p in profiles[:5]] == alone[:5]
+    assert sum(len(r) for r in alone) > 300
+    for profile, ranked in together:
+        assert len(ranked) <= profile.limit
+        assert not {r.key for r in ranked} & profile.seen
+        assert [r.score for r in ranked] == sorted((r.score for r in ranked), reverse=True)
+
+
+def test_ranking_is_bounded() -> None:
+    docs = [doc("a", "Quantization " * 10_000, "word " * 100_000)]
+    keywords = tuple(f"keyword{i}" for i in range(1_000)) + ("quantization",)
+    (ranked,) = rank(docs, [Profile(id=1, keywords=keywords)])
+    assert ranked == []  # only the first MAX_KEYWORDS keywords count
+    (ranked,) = rank(docs, [Profile(id=1, keywords=("x" * 10_000, "quantization"))])
+    assert [r.key for r in ranked] == ["a"]
+
+
+# keywords
+
+
+def test_parse_keywords_splits_trims_and_dedupes() -> None:
+    assert parse_keywords("llm inference, quantization; RLHF") == (
+        "llm inference",
+        "quantization",
+        "RLHF",
+    )
+    assert parse_keywords(" A ,a,\n\n b  c ;; B   C\r\nd\t") == ("A", "b c", "d")
+    assert parse_keywords("") == ()
+    assert parse_keywords(" ,;\n") == ()
+
+
+def test_parse_keywords_keeps_markup_as_text() -> None:
+    (keyword,) = parse_keywords("<script>alert(1)</script>")
+    assert keyword == "<script>alert(1)</script>"
+    assert parse_keywords("<b>llm</b>, x\u202ey\x00z") == ("<b>llm</b>", "x y z")
+
+
+def test_parse_keywords_is_bounded() -> None:
+    parsed = parse_keywords(", ".join(f"topic {i}" for i in range(1_000)))
+    assert len(parsed) == MAX_KEYWORDS
+    assert parsed[0] == "topic 0"
+    (long,) = parse_keywords("x" * 10_000)
+    assert len(long) == MAX_KEYWORD_CHARS
+    assert len(parse_keywords("a," * 1_000_000)) == 1
