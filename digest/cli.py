@@ -376,7 +376,7 @@ def _sink_or_relay(app: App) -> tuple[Sink | None, str | None, int | None]:
 
 
 def _run_send(app: App, *, dry_run: bool) -> outbox.SendReport | None:
-    renderer = Renderer.create()
+    renderer = Renderer.create(snippet_chars=app.settings.digest.snippet_chars)
     now = utcnow()
     if dry_run:
         with Session(app.engine) as session:
@@ -441,7 +441,7 @@ def preview_cmd(app: App, email: str, day: datetime | None, out: Path | None, op
     zone = app.settings.zone
     when = day.date() if day else utcnow().astimezone(zone).date()
     ed = editions.weekly(when, zone) if sub.frequency == "weekly" else editions.daily(when, zone)
-    subject, html, ranked = outbox.preview(app.engine, app.settings, renderer=Renderer.create(), subscriber=sub, edition=ed)
+    subject, html, ranked = outbox.preview(app.engine, app.settings, renderer=Renderer.create(snippet_chars=app.settings.digest.snippet_chars), subscriber=sub, edition=ed)
     path = out or app.settings.path(app.settings.digest.previews_dir) / f"{_safe_name(sub.email)}-{ed.id}.html"
     path.parent.mkdir(parents=True, exist_ok=True)
     path.write_text(html, encoding="utf-8")
@@ -533,3 +533,49 @@ def demo_cmd(app: App) -> None:
         target.write_text(html, encoding="utf-8")
         click.echo(f"  {email}: {msg['Subject']}\n      {target.resolve()}")
     click.echo(f"\nThe raw messages are in {maildir.resolve()} (list them with `digest mailbox`).")
+
+
+# ---------------------------------------------------------------------------------------------
+# the web app
+
+
+@main.command("serve")
+@click.option("--host", default=None, help="Address to listen on (default: [web] host, 127.0.0.1).")
+@click.option(
+    "--port", type=click.IntRange(1, 65535), default=None, help="Port (default: [web] port, 8000)."
+)
+@with_app
+def serve_cmd(app: App, host: str | None, port: int | None) -> None:
+    """Run the web app: subscribe, confirm, preferences, unsubscribe, view in browser, archive.
+
+    Links in mail point at [site] base_url: behind a reverse proxy, set it to the public URL.
+    With no [smtp] host, confirmation mail goes to the embedded SMTP sink's Maildir.
+    """
+    # Imported here: the other commands need neither the web stack nor its start-up time.
+    from urllib.parse import urlsplit
+
+    import uvicorn
+
+    from digest.web import create_app
+
+    settings = app.settings
+    host = host or settings.web.host
+    port = port or settings.web.port
+    mail = (
+        f"{settings.smtp.host}:{settings.smtp.port}"
+        if settings.smtp.host
+        else f"the embedded SMTP sink (Maildir {settings.path(settings.sink.maildir)})"
+    )
+    click.echo(f"Serving on http://{host}:{port}/ (public address {settings.site.base_url})")
+    click.echo(f"Mail goes via {mail}.")
+    uvicorn.run(
+        create_app(settings, app.engine),
+        host=host,
+        port=port,
+        # A base_url with a path (https://example.org/digest) is served under that prefix.
+        root_path=urlsplit(settings.site.base_url).path.rstrip("/"),
+        proxy_headers=settings.web.proxy_headers,
+        forwarded_allow_ips=settings.web.forwarded_allow_ips,
+        server_header=False,
+        log_level="info",
+    )

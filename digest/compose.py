@@ -87,7 +87,10 @@ def context_for(
                 upvotes=p.upvotes,
                 score=r.score,
                 reason=r.reason(),
-                highlight=tuple(highlight_spans(p.abstract, subscriber.keywords)),
+                # Mark only what matched in the abstract, as the ranker saw it.
+                highlight=tuple(
+                    highlight_spans(p.abstract, [m.keyword for m in r.matches if m.field == "abstract"])
+                ),
             )
         )
     return DigestContext(

@@ -1,0 +1,357 @@
+"""Rendering: inline-once CSS, escaping, highlights, bounds, the empty and confirm variants."""
+
+from __future__ import annotations
+
+import dataclasses
+import os
+import re
+from pathlib import Path
+
+import lxml.html
+import pytest
+from markupsafe import Markup
+
+from digest.errors import TemplateError
+from digest.render import (
+    ConfirmContext,
+    DigestContext,
+    DigestItem,
+    Renderer,
+    build_snippet,
+    inline_template_source,
+)
+
+GOLDEN = Path(__file__).parent / "data" / "golden"
+UPDATE_GOLDEN = os.environ.get("DIGEST_UPDATE_GOLDEN") == "1"
+ABSTRACT = (
+    "We present a diffusion model for protein structure generation that conditions on "
+    "sequence motifs. Our method, MotifDiff, outperforms prior work on designability and "
+    "novelty, and scales to complexes of up to 1,000 residues. We release code & weights."
+)
+
+
+def _item(n: int, **changes: object) -> DigestItem:
+    base = DigestItem(
+        key=f"arxiv:2611.{n:05d}",
+        title=f"MotifDiff {n}: Diffusion for Protein Design",
+        url=f"https://arxiv.org/abs/2611.{n:05d}?ref=digest&n={n}",
+        authors=("Ada Lovelace", "Alan Turing", "Grace Hopper", "Edsger Dijkstra"),
+        abstract=ABSTRACT,
+        upvotes=n * 3,
+        score=1.0 / (n + 1),
+        reason="matches “diffusion”, “protein”",
+        highlight=((13, 22), (33, 40)),
+    )
+    return dataclasses.replace(base, **changes)  # type: ignore[arg-type]
+
+
+def _ctx(items: tuple[DigestItem, ...] | None = None, **changes: object) -> DigestContext:
+    base = DigestContext(
+        site_name="digest",
+        base_url="https://digest.example.org",
+        recipient="reader@example.com",
+        edition="2026-11-22",
+        edition_label="Sunday 22 November 2026",
+        items=tuple(_item(n) for n in range(1, 11)) if items is None else items,
+        keywords=("diffusion", "protein"),
+        unsubscribe_url="https://digest.example.org/u/abc.def?one=1&two=2",
+        preferences_url="https://digest.example.org/p/abc.def",
+        view_url="https://digest.example.org/v/2026-11-22/abc",
+        empty_note=None,
+    )
+    return dataclasses.replace(base, **changes)  # type: ignore[arg-type]
+
+
+@pytest.fixture(scope="module")
+def renderer() -> Renderer:
+    return Renderer.create()
+
+
+def _doc(html: str) -> lxml.html.HtmlElement:
+    return lxml.html.document_fromstring(html)
+
+
+def _normalised(html: str) -> str:
+    """Parse and re-serialise (entity spellings, attribute quoting), then collapse whitespace."""
+    out = lxml.html.tostring(_doc(html), encoding="unicode", method="html")
+    return re.sub(r"\s+", " ", re.sub(r">\s+<", "><", out)).strip()
+
+
+def test_styles_are_inlined_on_content_elements(renderer: Renderer) -> None:
+    doc = _doc(renderer.render_digest(_ctx()).html)
+    titles = doc.cssselect("a.paper-title")
+    assert len(titles) == 10
+    for a in titles:
+        assert "color:#0b57d0" in a.get("style").replace(" ", "")
+        assert "font-weight:bold" in a.get("style").replace(" ", "")
+    for td in doc.cssselect("td.paper"):
+        assert "padding:18px 24px" in td.get("style")
+        assert "font-family" in td.get("style")
+    assert "max-width:600px" in doc.cssselect("div.wrapper")[0].get("style")
+    assert doc.cssselect("table.container")[0].get("width") == "100%"
+    assert doc.cssselect("table.container")[0].get("bgcolor") == "#ffffff"
+    # the enhancements stay in <head>, with their !important intact
+    style = doc.cssselect("head style")[0].text
+    assert "@media screen and (max-width: 620px)" in style
+    assert "prefers-color-scheme: dark" in style
+    assert "!important" in style
+    metas = {m.get("name"): m.get("content") for m in doc.cssselect("meta[name]")}
+    assert metas["color-scheme"] == "light dark"
+    assert metas["supported-color-schemes"] == "light dark"
+
+
+def test_no_layout_features_outlook_drops(renderer: Renderer) -> None:
+    html = renderer.render_digest(_ctx()).html
+    assert "display:flex" not in html.replace(" ", "")
+    assert "display:grid" not in html.replace(" ", "")
+    assert "border-radius" not in html
+    assert "<!--[if mso]>" in html
+
+
+def test_compiled_template_keeps_jinja_tags_intact(renderer: Renderer) -> None:
+    source = renderer.template_source()
+    assert 'href="{{ item.url }}"' in source
+    assert "%7B%7B" not in source and "{{%20" not in source
+    assert "jinjatag" not in source
+    assert "{% for item in items %}" in source
+    # inlined at load time: the compiled source already carries the styles
+    assert re.search(r'<td class="paper" style=[^>]*padding:18px 24px', source)
+
+
+@pytest.mark.parametrize(
+    "ctx",
+    [
+        _ctx(),
+        _ctx(view_url=None),
+        _ctx(items=(), empty_note="Nothing new & quiet today <3"),
+        _ctx(
+            items=(
+                _item(
+                    1,
+                    title="Ünïcödé 量子 <b>bold</b> & \"quotes\" 'too' 🧬",
+                    authors=("Zoë", "李雷"),
+                    upvotes=None,
+                    reason="",
+                    url="javascript:alert(1)",
+                ),
+            ),
+            keywords=("量子", "<i>x</i>"),
+        ),
+    ],
+)
+def test_inline_once_equals_per_message_premailer(renderer: Renderer, ctx: DigestContext) -> None:
+    fast = renderer.render_digest(ctx)
+    slow = renderer.render_digest_reference(ctx)
+    assert _normalised(fast.html) == _normalised(slow.html)
+    assert fast.text == slow.text
+    assert fast.subject == slow.subject
+
+
+def test_confirm_inline_once_equals_per_message_premailer(renderer: Renderer) -> None:
+    ctx = ConfirmContext(
+        site_name="digest",
+        base_url="https://digest.example.org",
+        recipient="new@example.com",
+        confirm_url="https://digest.example.org/c/tok.sig?a=1&b=2",
+        keywords=("graph neural networks",),
+        expires_note="The link works for 48 hours.",
+    )
+    fast, slow = renderer.render_confirm(ctx), renderer.render_confirm_reference(ctx)
+    assert _normalised(fast.html) == _normalised(slow.html)
+    assert fast.text == slow.text
+
+
+def test_feed_markup_is_escaped_everywhere(renderer: Renderer) -> None:
+    evil = "<script>alert('x')</script>"
+    item = _item(
+        1,
+        title=f"Title {evil}",
+        abstract=f"Abstract {evil} diffusion & more",
+        authors=(f"Mallory {evil}",),
+        reason=f"because {evil}",
+        highlight=((9, 17),),
+    )
+    out = renderer.render_digest(_ctx(items=(item,), keywords=(evil,)))
+    assert "<script>" not in out.html
+    assert out.html.count("&lt;script&gt;") >= 5  # title, authors, snippet, reason, keywords
+    doc = _doc(out.html)
+    assert not doc.cssselect("body script")
+    assert doc.cssselect("a.paper-title")[0].text_content() == f"Title {evil}"
+    # the mark sits inside the escaped text, around the escaped tag, not inside an entity
+    mark = doc.cssselect("mark")[0]
+    assert mark.text == "<script>"
+    # plain text carries the text as is: nothing is escaped, nothing is lost
+    assert f"1. Title {evil}" in out.text
+    assert f"Mallory {evil}" in out.text
+    assert f"Why: because {evil}" in out.text
+    assert "&lt;" not in out.text and "&amp;" not in out.text
+
+
+def test_unsafe_paper_url_is_not_linked(renderer: Renderer) -> None:
+    out = renderer.render_digest(_ctx(items=(_item(1, url="javascript:alert(1)"),)))
+    assert "javascript:" not in out.html
+    assert not _doc(out.html).cssselect("a.paper-title")
+    assert _doc(out.html).cssselect("span.paper-title-plain")
+
+
+def test_highlights_mark_the_right_words_with_inline_style(renderer: Renderer) -> None:
+    out = renderer.render_digest(_ctx(items=(_item(1),)))
+    marks = _doc(out.html).cssselect("p.snippet mark")
+    assert [m.text for m in marks] == ["diffusion", "protein"]
+    for m in marks:
+        assert "background-color:#fff1a8" in m.get("style")
+    assert "We present a *diffusion* model for *protein* structure" in re.sub(r"\s+", " ", out.text)
+
+
+def test_snippet_is_built_from_the_original_text() -> None:
+    text = "a < b & c > d 'e' \"f\""
+    html, plain = build_snippet(text, ((2, 3), (6, 7), (0, 100)))  # overlapping, clipped
+    assert isinstance(html, Markup)
+    assert str(html) == (
+        '<mark class="hl" style="background-color:#fff1a8;color:#1f2328;padding:0 1px;">'
+        "a &lt; b &amp; c &gt; d &#39;e&#39; &#34;f&#34;</mark>"
+    )
+    assert plain == f"*{text}*"
+    html, plain = build_snippet("x & y", ((4, 5), (-3, 1), (3, 2), (9, 12)))
+    assert str(html).startswith("<mark") and str(html).endswith("y</mark>")
+    assert plain == "*x* & *y*"
+
+
+def test_huge_abstract_gives_a_bounded_snippet(renderer: Renderer) -> None:
+    huge = ("protein " * 131072)[: 1 << 20]
+    spans = tuple((i, i + 7) for i in range(0, 1 << 20, 8))
+    item = _item(1, abstract=huge, highlight=spans)
+    html, plain = build_snippet(huge, spans, limit=420)
+    assert len(plain.replace("*", "")) <= 421  # the limit, plus the ellipsis
+    assert plain.endswith("…")
+    assert not plain.endswith(" …")
+    out = renderer.render_digest(_ctx(items=(item,)))
+    assert len(out.html) < 40_000
+    assert len(out.text) < 5_000
+    # cut at a word boundary: never in the middle of "protein"
+    assert re.search(r"protein</mark>…", str(html))
+
+
+def test_subject_is_one_bounded_line(renderer: Renderer) -> None:
+    out = renderer.render_digest(_ctx())
+    assert out.subject == (
+        "Your digest for 22 Nov 2026: MotifDiff 1: Diffusion for Protein Design (+9 more)"
+    )
+    nasty = _item(1, title="Hi\r\nBcc: evil@example.com\x00\x1b[31m\u2028" + "long " * 200)
+    subject = renderer.render_digest(_ctx(items=(nasty, _item(2)))).subject
+    assert len(subject) <= 150
+    assert not re.search(r"[\x00-\x1f\x7f\u2028\u2029]", subject)
+    spoof = renderer.render_digest(_ctx(items=(_item(1, title="Invoice \u202egnp.exe"),)))
+    assert "\u202e" not in spoof.subject and "\u202e" not in spoof.html
+    assert subject.startswith("Your digest for 22 Nov 2026: Hi Bcc: evil@example.com")
+    assert subject.endswith("… (+1 more)")
+    one = renderer.render_digest(_ctx(items=(_item(1),))).subject
+    assert "more)" not in one
+
+
+def test_weekly_edition_uses_the_label(renderer: Renderer) -> None:
+    out = renderer.render_digest(_ctx(edition="2026-W47", edition_label="Week 47, 2026"))
+    assert out.subject.startswith("Your digest for Week 47, 2026: ")
+
+
+def test_empty_note_variant(renderer: Renderer) -> None:
+    out = renderer.render_digest(_ctx(items=(), empty_note="Quiet day: nothing matched."))
+    doc = _doc(out.html)
+    assert not doc.cssselect("td.paper")
+    assert doc.cssselect("td.empty")[0].text_content().strip() == "Quiet day: nothing matched."
+    assert "Quiet day: nothing matched." in out.text
+    assert out.subject == "Your digest for 22 Nov 2026: no new papers"
+    default = renderer.render_digest(_ctx(items=()))
+    assert "No new papers matched your keywords" in default.text
+
+
+def test_footer_links_and_reasons(renderer: Renderer) -> None:
+    ctx = _ctx()
+    out = renderer.render_digest(ctx)
+    doc = _doc(out.html)
+    hrefs = [a.get("href") for a in doc.cssselect("td.footer a")]
+    assert hrefs == [ctx.unsubscribe_url, ctx.preferences_url, ctx.view_url]
+    footer = doc.cssselect("td.footer")[0].text_content()
+    assert "reader@example.com" in footer and "diffusion, protein" in footer
+    assert doc.cssselect("p.view-link a")[0].get("href") == ctx.view_url
+    assert (
+        doc.cssselect("p.authors")[0].text_content()
+        == "Ada Lovelace, Alan Turing, Grace Hopper et al."
+    )
+    assert doc.cssselect("p.meta")[0].text_content() == "▲ 3 upvotes"
+    preheader = doc.cssselect("div.preheader")[0]
+    assert "display:none" in preheader.get("style")
+    assert preheader.text_content().startswith("10 new papers for you: MotifDiff 1")
+    for line in (
+        f"Unsubscribe: {ctx.unsubscribe_url}",
+        f"Preferences: {ctx.preferences_url}",
+        f"View in your browser: {ctx.view_url}",
+        "   Why: matches “diffusion”, “protein”",
+        "   Upvotes: 3",
+        f"   {_item(1).url}",
+    ):
+        assert line in out.text.splitlines()
+    no_view = renderer.render_digest(_ctx(view_url=None))
+    assert "View in" not in no_view.text
+    assert not _doc(no_view.html).cssselect("p.view-link")
+
+
+def test_text_part_matches_golden(renderer: Renderer) -> None:
+    items = (
+        _item(1),
+        _item(2, upvotes=None, authors=("Solo Author",), title="A\tTitle\nacross lines"),
+    )
+    text = renderer.render_digest(_ctx(items=items)).text
+    path = GOLDEN / "digest.txt"
+    if UPDATE_GOLDEN:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        path.write_text(text, encoding="utf-8")
+    assert text == path.read_text(encoding="utf-8")
+    assert max(len(line) for line in text.splitlines()) <= 80
+
+
+def test_confirm_mail(renderer: Renderer) -> None:
+    ctx = ConfirmContext(
+        site_name="digest",
+        base_url="https://digest.example.org",
+        recipient="new@example.com",
+        confirm_url="https://digest.example.org/c/tok.sig?a=1&b=2",
+        keywords=("graph <neural> networks",),
+    )
+    out = renderer.render_confirm(ctx)
+    assert out.subject == "Confirm your subscription to digest"
+    doc = _doc(out.html)
+    button = doc.cssselect("a.button")[0]
+    assert button.get("href") == ctx.confirm_url
+    assert "color:#fff" in button.get("style").replace(" ", "")
+    assert doc.cssselect("td.button-cell")[0].get("bgcolor") == "#0b57d0"
+    assert "graph &lt;neural&gt; networks" in out.html
+    assert ctx.confirm_url in out.text.splitlines()
+    assert "new@example.com" in out.text
+
+
+def test_bad_internal_link_is_a_template_error(renderer: Renderer) -> None:
+    with pytest.raises(TemplateError, match="unsubscribe"):
+        renderer.render_digest(_ctx(unsubscribe_url="javascript:void(0)"))
+
+
+def test_inliner_refuses_an_unbalanced_tag() -> None:
+    with pytest.raises(TemplateError, match="unbalanced"):
+        inline_template_source("<html><body><p>{{ oops</p></body></html>", "p { color: red; }")
+
+
+def test_inliner_keeps_tags_in_attributes_and_tables() -> None:
+    source = (
+        "<!DOCTYPE html><html><head></head><body><table>{% for x in xs %}"
+        '<tr><td><a href="{{ x.url }}?a={{ x.id }}&amp;b=1">{{ x.name }}</a></td></tr>'
+        "{% endfor %}</table></body></html>"
+    )
+    out = inline_template_source(source, "a { color: #123456; }")
+    assert 'href="{{ x.url }}?a={{ x.id }}&amp;b=1"' in out
+    assert out.index("{% for x in xs %}") < out.index("<tr>") < out.index("{% endfor %}")
+    assert 'style="color:#123456"' in out
+
+
+def test_missing_templates_are_a_template_error(tmp_path: Path) -> None:
+    with pytest.raises(TemplateError, match="cannot read"):
+        Renderer.create(tmp_path)

@@ -1,0 +1,180 @@
+"""Sending, end to end: ingest → rank → render → SMTP into a real aiosmtpd server, parsed back."""
+
+from __future__ import annotations
+
+import dataclasses
+import re
+from datetime import UTC, datetime, timedelta
+from email import message_from_bytes, policy
+from email.message import EmailMessage
+from pathlib import Path
+from typing import Any, cast
+
+import pytest
+from sqlmodel import Session, select
+
+from conftest import FeedServer, RecordingHandler, Route
+from digest import outbox, subscribers
+from digest.config import Settings
+from digest.db import make_engine
+from digest.ingest import SourceSpec, ingest
+from digest.models import Delivery, SentPaper
+from digest.render import Renderer
+
+
+def relay(settings: Settings, controller: Any) -> Settings:
+    smtp = dataclasses.replace(settings.smtp, host="127.0.0.1", port=controller.port, security="none")
+    return dataclasses.replace(settings, smtp=smtp)
+
+
+def parsed(handler: RecordingHandler) -> list[EmailMessage]:
+    return [cast(EmailMessage, message_from_bytes(e.original_content, policy=policy.default)) for e in handler.envelopes]
+
+
+def subscribe(settings: Settings, email: str, keywords: str, **kw: Any) -> None:
+    subscribers.add(make_engine(settings.database.url), email, subscribers.make_interests(keywords, **kw))
+
+
+@pytest.fixture
+def seeded(settings: Settings, shared: Path) -> Settings:
+    ingest(make_engine(settings.database.url), settings, [SourceSpec(name="a", location=str(shared / "seeds/daily-papers-a.txt"))])
+    return settings
+
+
+def test_digest_arrives_well_formed(seeded: Settings, smtp_server: Any) -> None:
+    controller, handler = smtp_server
+    settings = relay(seeded, controller)
+    subscribe(settings, "ada@example.org", "quantization, llm inference", max_papers=5)
+    subscribe(settings, "grace@example.org", "dataset distillation")
+    engine = make_engine(settings.database.url)
+
+    report = outbox.send(engine, settings, renderer=Renderer.create())
+    assert (report.sent, report.failed, report.bounced) == (2, 0, 0)
+    mails = {str(m["To"]): m for m in parsed(handler)}
+    assert set(mails) == {"ada@example.org", "grace@example.org"}
+    assert {tuple(e.rcpt_tos) for e in handler.envelopes} == {("ada@example.org",), ("grace@example.org",)}
+
+    msg = mails["ada@example.org"]
+    assert msg.get_content_type() == "multipart/alternative"
+    parts = list(msg.iter_parts())
+    assert [p.get_content_type() for p in parts] == ["text/plain", "text/html"]
+    for header in ("Message-ID", "Date", "List-Id", "List-Unsubscribe", "List-Unsubscribe-Post", "From", "Subject"):
+        assert msg[header], header
+    assert msg["List-Unsubscribe-Post"] == "List-Unsubscribe=One-Click"
+    unsub = str(msg["List-Unsubscribe"])
+    assert "<https://digest.example.org/unsubscribe/" in unsub and "<mailto:" in unsub
+    assert "digest.localhost" in str(msg["List-Id"])
+    assert re.match(r"^<[^<>@\s]+@[^<>@\s]+>$", str(msg["Message-ID"]))
+
+    html = parts[1].get_content()
+    text = parts[0].get_content()
+    # At most the reader's 5 papers; the top one is named in the subject and in both parts.
+    links = re.findall(r'<a [^>]*href="https://arxiv.org/abs/|<a [^>]*href="[^"]*"[^>]*style="[^"]*"', html)
+    assert links, "title links carry inline styles"
+    assert "quantization" in html.lower() and "<mark" in html
+    assert "Unsubscribe" in html or "unsubscribe" in html
+    # Styles are inlined on the content, not only in a <style> block Gmail may drop.
+    body_only = re.sub(r"<style.*?</style>", "", html, flags=re.S)
+    assert body_only.count('style="') >= 10
+    delivery_rows = _deliveries(settings)
+    ada = next(d for d in delivery_rows if d.paper_keys and len(d.paper_keys) <= 5)
+    assert 1 <= len(ada.paper_keys) <= 5
+    assert "Why" in text or "matched" in text
+
+
+def _deliveries(settings: Settings) -> list[Delivery]:
+    with Session(make_engine(settings.database.url)) as session:
+        return list(session.exec(select(Delivery)).all())
+
+
+def test_send_twice_sends_nothing_twice(seeded: Settings, smtp_server: Any) -> None:
+    controller, handler = smtp_server
+    settings = relay(seeded, controller)
+    subscribe(settings, "ada@example.org", "quantization")
+    subscribe(settings, "nobody@example.org", "underwater basket weaving")
+    subscribe(settings, "gone@example.org", "quantization")
+    engine = make_engine(settings.database.url)
+    subscribers.unsubscribe(engine, "gone@example.org")
+
+    first = outbox.send(engine, settings, renderer=Renderer.create())
+    assert (first.sent, first.skipped) == (1, 1)
+    second = outbox.send(engine, settings, renderer=Renderer.create())
+    assert (second.planned, second.sent) == (0, 0)
+    assert [str(m["To"]) for m in parsed(handler)] == ["ada@example.org"]
+    statuses = sorted(d.status for d in _deliveries(settings))
+    assert statuses == ["sent", "skipped"]
+
+
+def test_a_paper_reaches_a_reader_once(seeded: Settings, smtp_server: Any) -> None:
+    controller, handler = smtp_server
+    settings = relay(seeded, controller)
+    subscribe(settings, "ada@example.org", "quantization, inference, training, language models", max_papers=3)
+    engine = make_engine(settings.database.url)
+    today = datetime.now(UTC)
+    outbox.send(engine, settings, renderer=Renderer.create(), now=today)
+    outbox.send(engine, settings, renderer=Renderer.create(), now=today + timedelta(days=1))
+    outbox.send(engine, settings, renderer=Renderer.create(), now=today + timedelta(days=2))
+    with Session(engine) as session:
+        sent = session.exec(select(SentPaper)).all()
+        keys = [k for d in session.exec(select(Delivery)).all() for k in d.paper_keys]
+    assert len(keys) == len(set(keys)) == len(sent)
+    assert len(parsed(handler)) == 3 and len(keys) == 9
+
+
+def test_permanent_refusal_bounces_and_others_still_get_mail(seeded: Settings, smtp_server: Any) -> None:
+    controller, handler = smtp_server
+
+    class Refusing(RecordingHandler):
+        async def handle_RCPT(self, server: Any, session: Any, envelope: Any, address: str, options: Any) -> str:  # noqa: N802
+            if address.startswith("refused@"):
+                return "550 5.1.1 No such user"
+            envelope.rcpt_tos.append(address)
+            return "250 OK"
+
+    refusing = Refusing()
+    controller.handler = refusing
+    settings = relay(seeded, controller)
+    subscribe(settings, "refused@example.org", "quantization")
+    subscribe(settings, "ada@example.org", "quantization")
+    report = outbox.send(make_engine(settings.database.url), settings, renderer=Renderer.create())
+    assert (report.sent, report.bounced) == (1, 1)
+    assert [str(m["To"]) for m in parsed(refusing)] == ["ada@example.org"]
+    bounced = [d for d in _deliveries(settings) if d.status == "bounced"]
+    assert bounced and "550" in (bounced[0].last_error or "")
+
+
+HOSTILE_RSS = (
+    b'<?xml version="1.0" encoding="utf-8"?>\n<rss version="2.0"><channel><title>t</title>'
+    b"<item><title>&lt;script&gt;alert(1)&lt;/script&gt; Quantization attack</title>"
+    b"<link>https://example.org/p/1</link><description>A quantization paper &lt;img src=x onerror=alert(2)&gt;"
+    b" about \xff\xfe broken bytes.</description><guid>p1</guid></item>"
+    b"<item><title>Header\r\nBcc: victim@example.org\r\nquantization injection</title>"
+    b"<link>https://example.org/p/2</link><description>quantization again</description><guid>p2</guid></item>"
+    b"<item><title>Huge quantization abstract</title><link>javascript:alert(3)</link><description>"
+    + b"quantization " * 80_000
+    + b"</description><guid>p3</guid></item></channel></rss>"
+)
+
+
+def test_hostile_feed_content_is_escaped_and_bounded(settings: Settings, smtp_server: Any, feed_server: FeedServer) -> None:
+    controller, handler = smtp_server
+    feed_server.routes["/evil"] = Route(body=HOSTILE_RSS, content_type="application/rss+xml")
+    settings = relay(settings, controller)
+    engine = make_engine(settings.database.url)
+    report = ingest(engine, settings, [SourceSpec(name="evil", location=feed_server.url("/evil"))])
+    assert report.sources[0].new == 3, report.sources[0]
+    subscribe(settings, "ada@example.org", "quantization")
+    assert outbox.send(engine, settings, renderer=Renderer.create()).sent == 1
+    [envelope] = handler.envelopes
+    raw: bytes = envelope.original_content
+    assert len(raw) < 300_000, "a 1 MB abstract must not make a 1 MB mail"
+    head = raw.split(b"\r\n\r\n", 1)[0]
+    assert b"Bcc:" not in head and b"victim@" not in head
+    [msg] = parsed(handler)
+    assert msg["Bcc"] is None
+    html = msg.get_body(preferencelist=("html",)).get_content()  # type: ignore[union-attr]
+    assert "<script" not in html.lower()
+    assert "<img src=x" not in html
+    assert "javascript:" not in html
+    text = msg.get_body(preferencelist=("plain",)).get_content()  # type: ignore[union-attr]
+    assert "Quantization attack" in text
