@@ -12,7 +12,6 @@ from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from datetime import UTC, date, datetime, time
 from email import message_from_bytes, policy
-from email.message import EmailMessage
 from pathlib import Path
 from typing import Any, TypeVar, cast
 
@@ -25,8 +24,8 @@ from digest import edition as editions
 from digest.config import Settings, ensure_secret, load_settings
 from digest.db import make_engine
 from digest.errors import DigestError
-from digest.ingest import IngestReport, SourceResult, ingest, specs_from
-from digest.models import Paper, Source, utcnow
+from digest.ingest import IngestReport, ingest, specs_from
+from digest.models import Paper, Source, Subscriber, utcnow
 from digest.ranking import Doc, Index, Profile, parse_keywords
 from digest.render import Renderer
 from digest.sink import Sink, list_mail
@@ -130,7 +129,9 @@ def _bar(length: int, label: str) -> Iterator[Callable[[int], None]]:
 def _run_ingest(app: App, locations: tuple[str, ...], *, dry_run: bool = False) -> IngestReport:
     specs = specs_from(app.settings, locations)
     if not specs:
-        raise click.ClickException("no sources: give a file or URL, or add [[sources]] to the config")
+        raise click.ClickException(
+            "no sources: give a file or URL, or add [[sources]] to the config"
+        )
     with _bar(len(specs), "Ingesting") as advance:
         return ingest(
             app.engine, app.settings, specs, dry_run=dry_run, progress=lambda r: advance(1)
@@ -139,7 +140,9 @@ def _run_ingest(app: App, locations: tuple[str, ...], *, dry_run: bool = False) 
 
 @main.command("ingest")
 @click.argument("sources", nargs=-1)
-@click.option("--dry-run", is_flag=True, help="Fetch and parse, but change nothing in the database.")
+@click.option(
+    "--dry-run", is_flag=True, help="Fetch and parse, but change nothing in the database."
+)
 @with_app
 def ingest_cmd(app: App, sources: tuple[str, ...], dry_run: bool) -> None:
     """Fetch sources and add their papers to the database.
@@ -188,8 +191,10 @@ def sources_cmd(app: App, as_json: bool) -> None:
     for r in rows:
         when = r.last_fetch_at.strftime("%Y-%m-%d %H:%M UTC") if r.last_fetch_at else "never"
         state = click.style(f"error: {r.last_error}", fg="red") if r.last_error else "ok"
-        click.echo(f"{r.name}\n  {r.location}\n  kind {r.kind or '?'} · last fetch {when} · "
-                   f"{r.last_count} papers ({r.last_new} new) · {state}")
+        click.echo(
+            f"{r.name}\n  {r.location}\n  kind {r.kind or '?'} · last fetch {when} · "
+            f"{r.last_count} papers ({r.last_new} new) · {state}"
+        )
     for s in configured:
         click.echo(f"{s.name}\n  {s.location}\n  never fetched")
 
@@ -207,9 +212,15 @@ def _date_start(value: date | datetime | None) -> datetime | None:
 
 
 @main.command("papers")
-@click.option("--since", type=click.DateTime(formats=["%Y-%m-%d"]), help="Only papers first seen on or after this date (UTC).")
+@click.option(
+    "--since",
+    type=click.DateTime(formats=["%Y-%m-%d"]),
+    help="Only papers first seen on or after this date (UTC).",
+)
 @click.option("--limit", type=click.IntRange(min=1), default=None, help="At most this many papers.")
-@click.option("--json", "as_json", is_flag=True, help="Print a JSON list (key, title, authors, url, …).")
+@click.option(
+    "--json", "as_json", is_flag=True, help="Print a JSON list (key, title, authors, url, …)."
+)
 @with_app
 def papers_cmd(app: App, since: datetime | None, limit: int | None, as_json: bool) -> None:
     """List the papers in the database, newest first."""
@@ -253,12 +264,25 @@ def _paper_json(p: Paper) -> dict[str, Any]:
 
 @main.command("subscribe")
 @click.argument("email")
-@click.option("--keywords", "-k", required=True, help='Comma-separated interests, e.g. "llm inference, quantization".')
-@click.option("--exclude", "-x", default="", help="Comma-separated keywords whose papers are never sent.")
-@click.option("--max-papers", type=int, default=None, help="Papers per digest (default from the config).")
+@click.option(
+    "--keywords",
+    "-k",
+    required=True,
+    help='Comma-separated interests, e.g. "llm inference, quantization".',
+)
+@click.option(
+    "--exclude", "-x", default="", help="Comma-separated keywords whose papers are never sent."
+)
+@click.option(
+    "--max-papers", type=int, default=None, help="Papers per digest (default from the config)."
+)
 @click.option("--weekly", is_flag=True, help="One digest a week instead of every day.")
-@click.option("--weekday", type=click.IntRange(0, 6), default=0, help="For --weekly: 0 = Monday … 6 = Sunday.")
-@click.option("--hour", "send_hour", type=click.IntRange(0, 23), default=7, help="Local hour to send at.")
+@click.option(
+    "--weekday", type=click.IntRange(0, 6), default=0, help="For --weekly: 0 = Monday … 6 = Sunday."
+)
+@click.option(
+    "--hour", "send_hour", type=click.IntRange(0, 23), default=7, help="Local hour to send at."
+)
 @click.option("--timezone", default="UTC", help="The reader's time zone, e.g. Europe/Berlin.")
 @with_app
 def subscribe_cmd(
@@ -283,9 +307,11 @@ def subscribe_cmd(
         max_papers=max_papers or app.settings.digest.max_papers,
     )
     row = subscribers.add(app.engine, email, interests)
-    click.echo(f"Subscribed {row.email}: {', '.join(row.keywords)}"
-               + (f" (excluding {', '.join(row.exclude)})" if row.exclude else "")
-               + f", {row.max_papers} papers, {row.frequency}.")
+    click.echo(
+        f"Subscribed {row.email}: {', '.join(row.keywords)}"
+        + (f" (excluding {', '.join(row.exclude)})" if row.exclude else "")
+        + f", {row.max_papers} papers, {row.frequency}."
+    )
 
 
 @main.command("unsubscribe")
@@ -298,25 +324,33 @@ def unsubscribe_cmd(app: App, email: str) -> None:
 
 
 @main.command("subscribers")
-@click.option("--status", type=click.Choice(subscribers.STATUSES), help="Only subscribers with this status.")
+@click.option(
+    "--status", type=click.Choice(subscribers.STATUSES), help="Only subscribers with this status."
+)
 @click.option("--json", "as_json", is_flag=True, help="Print JSON.")
 @with_app
 def subscribers_cmd(app: App, status: str | None, as_json: bool) -> None:
     """List subscribers with their status and interests."""
     rows = subscribers.listing(app.engine, status=status)
     if as_json:
-        click.echo(json.dumps([
-            {
-                "email": r.email,
-                "status": r.status,
-                "keywords": r.keywords,
-                "exclude": r.exclude,
-                "frequency": r.frequency,
-                "max_papers": r.max_papers,
-                "created_at": _iso(r.created_at),
-            }
-            for r in rows
-        ], indent=2, ensure_ascii=False))
+        click.echo(
+            json.dumps(
+                [
+                    {
+                        "email": r.email,
+                        "status": r.status,
+                        "keywords": r.keywords,
+                        "exclude": r.exclude,
+                        "frequency": r.frequency,
+                        "max_papers": r.max_papers,
+                        "created_at": _iso(r.created_at),
+                    }
+                    for r in rows
+                ],
+                indent=2,
+                ensure_ascii=False,
+            )
+        )
         return
     for r in rows:
         excl = f" −[{', '.join(r.exclude)}]" if r.exclude else ""
@@ -331,35 +365,60 @@ def subscribers_cmd(app: App, status: str | None, as_json: bool) -> None:
 @main.command("rank")
 @click.argument("keywords")
 @click.option("--exclude", "-x", default="", help="Comma-separated keywords to exclude.")
-@click.option("--limit", type=click.IntRange(1, 1000), default=10, show_default=True, help="Papers to show.")
-@click.option("--since", type=click.DateTime(formats=["%Y-%m-%d"]), help="Only papers first seen on or after this date.")
-@click.option("--json", "as_json", is_flag=True, help="Print a JSON list (key, title, score, matches, …).")
+@click.option(
+    "--limit", type=click.IntRange(1, 1000), default=10, show_default=True, help="Papers to show."
+)
+@click.option(
+    "--since",
+    type=click.DateTime(formats=["%Y-%m-%d"]),
+    help="Only papers first seen on or after this date.",
+)
+@click.option(
+    "--json", "as_json", is_flag=True, help="Print a JSON list (key, title, score, matches, …)."
+)
 @with_app
-def rank_cmd(app: App, keywords: str, exclude: str, limit: int, since: datetime | None, as_json: bool) -> None:
+def rank_cmd(
+    app: App, keywords: str, exclude: str, limit: int, since: datetime | None, as_json: bool
+) -> None:
     """Rank the papers in the database for KEYWORDS (comma-separated) — try them before subscribing."""
     kws = parse_keywords(keywords)
     if not kws:
-        raise click.ClickException('give at least one keyword, e.g. digest rank "llm inference, quantization"')
+        raise click.ClickException(
+            'give at least one keyword, e.g. digest rank "llm inference, quantization"'
+        )
     with Session(app.engine) as session:
         query = select(Paper)
         start = _date_start(since)
         if start:
             query = query.where(Paper.first_seen_at >= start)
         papers = {p.key: p for p in session.exec(query).all()}
-    index = Index.build([Doc(key=p.key, title=p.title, abstract=p.abstract, upvotes=p.upvotes) for p in papers.values()])
-    [(_, ranked)] = list(index.rank([Profile(id=0, keywords=kws, exclude=parse_keywords(exclude), limit=limit)]))
+    index = Index.build(
+        [
+            Doc(key=p.key, title=p.title, abstract=p.abstract, upvotes=p.upvotes)
+            for p in papers.values()
+        ]
+    )
+    [(_, ranked)] = list(
+        index.rank([Profile(id=0, keywords=kws, exclude=parse_keywords(exclude), limit=limit)])
+    )
     if as_json:
-        click.echo(json.dumps([
-            {
-                "key": r.key,
-                "title": papers[r.key].title,
-                "url": papers[r.key].url,
-                "score": round(r.score, 4),
-                "matches": [dataclasses.asdict(m) for m in r.matches],
-                "reason": r.reason(),
-            }
-            for r in ranked
-        ], indent=2, ensure_ascii=False))
+        click.echo(
+            json.dumps(
+                [
+                    {
+                        "key": r.key,
+                        "title": papers[r.key].title,
+                        "url": papers[r.key].url,
+                        "score": round(r.score, 4),
+                        "matches": [dataclasses.asdict(m) for m in r.matches],
+                        "reason": r.reason(),
+                    }
+                    for r in ranked
+                ],
+                indent=2,
+                ensure_ascii=False,
+            )
+        )
         return
     if not ranked:
         click.echo(f"No paper among {len(papers)} matches {', '.join(kws)}.")
@@ -371,7 +430,11 @@ def rank_cmd(app: App, keywords: str, exclude: str, limit: int, since: datetime 
 def _sink_or_relay(app: App) -> tuple[Sink | None, str | None, int | None]:
     if app.settings.smtp.host:
         return None, None, None
-    sink = Sink(app.settings.path(app.settings.sink.maildir), host=app.settings.sink.host, port=app.settings.sink.port)
+    sink = Sink(
+        app.settings.path(app.settings.sink.maildir),
+        host=app.settings.sink.host,
+        port=app.settings.sink.port,
+    )
     return sink, sink.host, sink.port
 
 
@@ -380,16 +443,22 @@ def _run_send(app: App, *, dry_run: bool) -> outbox.SendReport | None:
     now = utcnow()
     if dry_run:
         with Session(app.engine) as session:
-            active = len(session.exec(select(subscribers.Subscriber.id).where(subscribers.Subscriber.status == "active")).all())
+            active = len(
+                session.exec(select(Subscriber.id).where(Subscriber.status == "active")).all()
+            )
         daily = editions.current(now, app.settings.zone)
-        click.echo(f"Would plan edition {daily.id} for {active} active subscriber(s) and send every due digest.")
+        click.echo(
+            f"Would plan edition {daily.id} for {active} active subscriber(s) and send every due digest."
+        )
         return None
     sink, host, port = _sink_or_relay(app)
     if sink is not None:
         sink.start()
     try:
         with Session(app.engine) as session:
-            pending = len(session.exec(select(subscribers.Subscriber.id).where(subscribers.Subscriber.status == "active")).all())
+            pending = len(
+                session.exec(select(Subscriber.id).where(Subscriber.status == "active")).all()
+            )
         with _bar(pending, "Sending") as advance:
             report = outbox.send(
                 app.engine,
@@ -431,18 +500,39 @@ def send_cmd(app: App, dry_run: bool) -> None:
 
 @main.command("preview")
 @click.argument("email")
-@click.option("--date", "day", type=click.DateTime(formats=["%Y-%m-%d"]), help="The edition's date (default: today).")
-@click.option("--out", type=click.Path(dir_okay=False, path_type=Path), help="Write the HTML here (default: previews/<address>-<edition>.html).")
+@click.option(
+    "--date",
+    "day",
+    type=click.DateTime(formats=["%Y-%m-%d"]),
+    help="The edition's date (default: today).",
+)
+@click.option(
+    "--out",
+    type=click.Path(dir_okay=False, path_type=Path),
+    help="Write the HTML here (default: previews/<address>-<edition>.html).",
+)
 @click.option("--open", "open_it", is_flag=True, help="Open the file in a web browser.")
 @with_app
-def preview_cmd(app: App, email: str, day: datetime | None, out: Path | None, open_it: bool) -> None:
+def preview_cmd(
+    app: App, email: str, day: datetime | None, out: Path | None, open_it: bool
+) -> None:
     """Write the exact HTML a subscriber would get, without sending or recording anything."""
     sub = subscribers.get(app.engine, email)
     zone = app.settings.zone
     when = day.date() if day else utcnow().astimezone(zone).date()
     ed = editions.weekly(when, zone) if sub.frequency == "weekly" else editions.daily(when, zone)
-    subject, html, ranked = outbox.preview(app.engine, app.settings, renderer=Renderer.create(snippet_chars=app.settings.digest.snippet_chars), subscriber=sub, edition=ed)
-    path = out or app.settings.path(app.settings.digest.previews_dir) / f"{_safe_name(sub.email)}-{ed.id}.html"
+    subject, html, ranked = outbox.preview(
+        app.engine,
+        app.settings,
+        renderer=Renderer.create(snippet_chars=app.settings.digest.snippet_chars),
+        subscriber=sub,
+        edition=ed,
+    )
+    path = (
+        out
+        or app.settings.path(app.settings.digest.previews_dir)
+        / f"{_safe_name(sub.email)}-{ed.id}.html"
+    )
     path.parent.mkdir(parents=True, exist_ok=True)
     path.write_text(html, encoding="utf-8")
     click.echo(f"Subject: {subject}\n{len(ranked)} paper(s) · wrote {path}")
@@ -455,7 +545,13 @@ def _safe_name(email: str) -> str:
 
 
 @main.command("mailbox")
-@click.option("--limit", type=click.IntRange(min=1), default=50, show_default=True, help="Show the newest N messages.")
+@click.option(
+    "--limit",
+    type=click.IntRange(min=1),
+    default=50,
+    show_default=True,
+    help="Show the newest N messages.",
+)
 @with_app
 def mailbox_cmd(app: App, limit: int) -> None:
     """List the messages the embedded SMTP sink holds (its Maildir)."""
@@ -505,13 +601,21 @@ def demo_cmd(app: App) -> None:
     _print_ingest(report)
     for email, keywords, exclude in DEMO_READERS:
         try:
-            subscribers.add(app.engine, email, subscribers.make_interests(keywords, exclude=exclude, max_papers=5))
+            subscribers.add(
+                app.engine,
+                email,
+                subscribers.make_interests(keywords, exclude=exclude, max_papers=5),
+            )
             click.echo(f"Subscribed demo reader {email}: {keywords}")
         except DigestError:
             pass  # already there from an earlier demo
     if app.settings.smtp.host:
-        click.echo(f"Note: [smtp] host is set ({app.settings.smtp.host}); the demo uses the embedded sink instead.")
-    app.settings = dataclasses.replace(app.settings, smtp=dataclasses.replace(app.settings.smtp, host=""))
+        click.echo(
+            f"Note: [smtp] host is set ({app.settings.smtp.host}); the demo uses the embedded sink instead."
+        )
+    app.settings = dataclasses.replace(
+        app.settings, smtp=dataclasses.replace(app.settings.smtp, host="")
+    )
     _run_send(app, dry_run=False)
 
     maildir = app.settings.path(app.settings.sink.maildir)
@@ -526,7 +630,7 @@ def demo_cmd(app: App) -> None:
         if path is None:
             click.echo(f"  {email}: no digest (nothing matched)")
             continue
-        msg = cast(EmailMessage, message_from_bytes(path.read_bytes(), policy=policy.default))
+        msg = message_from_bytes(path.read_bytes(), policy=policy.default)
         body = msg.get_body(preferencelist=("html",))
         html = body.get_content() if body is not None else ""
         target = out_dir / f"demo-{_safe_name(email)}.html"

@@ -89,7 +89,9 @@ def context_for(
                 reason=r.reason(),
                 # Mark only what matched in the abstract, as the ranker saw it.
                 highlight=tuple(
-                    highlight_spans(p.abstract, [m.keyword for m in r.matches if m.field == "abstract"])
+                    highlight_spans(
+                        p.abstract, [m.keyword for m in r.matches if m.field == "abstract"]
+                    )
                 ),
             )
         )

@@ -100,6 +100,18 @@ class IngestSettings:
 
 
 @dataclasses.dataclass(frozen=True, kw_only=True)
+class WebSettings:
+    """The web app of ``digest serve``: where it listens and how it treats visitors."""
+
+    host: str = "127.0.0.1"
+    port: int = 8000
+    confirm_interval_seconds: int = 300
+    max_body_bytes: int = 65536
+    proxy_headers: bool = True
+    forwarded_allow_ips: str = "127.0.0.1"
+
+
+@dataclasses.dataclass(frozen=True, kw_only=True)
 class SourceSettings:
     """One configured source: a name and a location (file path, URL or bundled:NAME)."""
 
@@ -118,6 +130,7 @@ class Settings:
     digest: DigestSettings = DigestSettings()
     delivery: DeliverySettings = DeliverySettings()
     ingest: IngestSettings = IngestSettings()
+    web: WebSettings = WebSettings()
     sources: tuple[SourceSettings, ...] = ()
     secret_key: str = dataclasses.field(default="", repr=False)
     config_path: str = ""
@@ -142,6 +155,7 @@ _SECTIONS: dict[str, type[Any]] = {
     "digest": DigestSettings,
     "delivery": DeliverySettings,
     "ingest": IngestSettings,
+    "web": WebSettings,
 }
 # Secrets are read from the environment only: a value for them in the file is refused.
 _ENV_ONLY = {("smtp", "password")}
@@ -153,12 +167,23 @@ def _coerce(value: Any, annotation: Any, where: str) -> Any:
     if origin is Literal:
         choices = get_args(annotation)
         if value not in choices:
-            raise ConfigError(f"{where}: must be one of {', '.join(map(repr, choices))}, got {value!r}")
+            raise ConfigError(
+                f"{where}: must be one of {', '.join(map(repr, choices))}, got {value!r}"
+            )
         return value
     if annotation is bool:
         if isinstance(value, bool):
             return value
-        if isinstance(value, str) and value.lower() in {"1", "true", "yes", "on", "0", "false", "no", "off"}:
+        if isinstance(value, str) and value.lower() in {
+            "1",
+            "true",
+            "yes",
+            "on",
+            "0",
+            "false",
+            "no",
+            "off",
+        }:
             return value.lower() in {"1", "true", "yes", "on"}
         raise ConfigError(f"{where}: must be true or false, got {value!r}")
     if annotation is int:
@@ -210,13 +235,25 @@ def _validate(settings: Settings, source: str) -> None:
         (settings.digest.lookback_days >= 1, "[digest] lookback_days: must be at least 1"),
         (settings.digest.snippet_chars >= 40, "[digest] snippet_chars: must be at least 40"),
         (settings.delivery.max_attempts >= 1, "[delivery] max_attempts: must be at least 1"),
-        (settings.delivery.retry_base_seconds > 0, "[delivery] retry_base_seconds: must be positive"),
+        (
+            settings.delivery.retry_base_seconds > 0,
+            "[delivery] retry_base_seconds: must be positive",
+        ),
         (settings.delivery.lease_seconds > 0, "[delivery] lease_seconds: must be positive"),
         (settings.delivery.bounce_limit >= 1, "[delivery] bounce_limit: must be at least 1"),
         (settings.ingest.max_bytes >= 1024, "[ingest] max_bytes: must be at least 1024"),
         (settings.ingest.timeout > 0, "[ingest] timeout: must be positive"),
         (settings.ingest.concurrency >= 1, "[ingest] concurrency: must be at least 1"),
-        ("://" in settings.database.url, "[database] url: must be a URL like sqlite:///subscribers.db"),
+        (0 < settings.web.port < 65536, "[web] port: must be 1-65535"),
+        (
+            settings.web.confirm_interval_seconds >= 0,
+            "[web] confirm_interval_seconds: must be 0 or more",
+        ),
+        (settings.web.max_body_bytes >= 1024, "[web] max_body_bytes: must be at least 1024"),
+        (
+            "://" in settings.database.url,
+            "[database] url: must be a URL like sqlite:///subscribers.db",
+        ),
         (
             settings.site.base_url.startswith(("http://", "https://")),
             "[site] base_url: must start with http:// or https://",
@@ -244,7 +281,9 @@ def _sources(raw: Any, source: str) -> tuple[SourceSettings, ...]:
             raise ConfigError(f"{where}: must be a table with name and location")
         unknown = set(item) - {"name", "location"}
         if unknown:
-            raise ConfigError(f"{where}: unknown setting {sorted(unknown)[0]!r} (known: location, name)")
+            raise ConfigError(
+                f"{where}: unknown setting {sorted(unknown)[0]!r} (known: location, name)"
+            )
         location = item.get("location")
         if not isinstance(location, str) or not location.strip():
             raise ConfigError(f"{where} location: must be a non-empty string")
@@ -306,7 +345,11 @@ def load_settings(
         section = _section(cls, data, name=name, source=source)
         if name in overrides:
             env_values = {
-                key: _coerce(value, typing.get_type_hints(cls)[key], f"environment DIGEST_{name.upper()}_{key.upper()}")
+                key: _coerce(
+                    value,
+                    typing.get_type_hints(cls)[key],
+                    f"environment DIGEST_{name.upper()}_{key.upper()}",
+                )
                 for key, value in overrides[name].items()
             }
             section = dataclasses.replace(section, **env_values)
@@ -342,7 +385,9 @@ def ensure_secret(settings: Settings) -> Settings:
                 fh.write(secrets.token_urlsafe(48) + "\n")
     key = key_file.read_text(encoding="ascii").strip()
     if not key:
-        raise ConfigError(f"{key_file}: the signing secret file is empty; delete it or set {SECRET_ENV}")
+        raise ConfigError(
+            f"{key_file}: the signing secret file is empty; delete it or set {SECRET_ENV}"
+        )
     return dataclasses.replace(settings, secret_key=key)
 
 

@@ -39,9 +39,15 @@ def is_sqlite(engine: Engine) -> bool:
     return engine.dialect.name == "sqlite"
 
 
+def table_of(model: type[SQLModel]) -> Table:
+    """The Core table behind a SQLModel class."""
+    table: Table = model.__table__  # type: ignore[attr-defined]
+    return table
+
+
 def insert_ignore(
     engine_or_conn: Engine | Connection,
-    table: Table,
+    model: type[SQLModel],
     rows: Sequence[Mapping[str, Any]],
     *,
     conflict: Sequence[str],
@@ -51,9 +57,11 @@ def insert_ignore(
         return 0
     dialect = engine_or_conn.dialect.name
     if dialect == "sqlite":
-        stmt: Any = sqlite_insert(table).on_conflict_do_nothing(index_elements=list(conflict))
+        stmt: Any = sqlite_insert(table_of(model)).on_conflict_do_nothing(
+            index_elements=list(conflict)
+        )
     elif dialect == "postgresql":
-        stmt = pg_insert(table).on_conflict_do_nothing(index_elements=list(conflict))
+        stmt = pg_insert(table_of(model)).on_conflict_do_nothing(index_elements=list(conflict))
     else:  # pragma: no cover - only SQLite and PostgreSQL are supported
         raise NotImplementedError(f"unsupported database {dialect}")
     if isinstance(engine_or_conn, Engine):

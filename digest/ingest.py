@@ -97,7 +97,9 @@ def fetch(
 ) -> Fetched:
     """Read one source's bytes: a conditional GET for URLs, a bounded read for files."""
     if spec.is_url:
-        return _fetch_url(spec.location, settings=settings, etag=etag, last_modified=last_modified, client=client)
+        return _fetch_url(
+            spec.location, settings=settings, etag=etag, last_modified=last_modified, client=client
+        )
     if spec.location.startswith("bundled:"):
         try:
             path = bundled_path(spec.location.removeprefix("bundled:"))
@@ -106,7 +108,9 @@ def fetch(
     else:
         scheme = urlsplit(spec.location).scheme
         if len(scheme) > 1 and scheme != "file":  # one letter: a Windows drive
-            raise SourceError(f"unsupported location scheme {scheme!r}: use a file path or http(s) URL")
+            raise SourceError(
+                f"unsupported location scheme {scheme!r}: use a file path or http(s) URL"
+            )
         path = Path(spec.location.removeprefix("file://")).expanduser()
         if not path.is_absolute():
             path = base_dir / path
@@ -134,15 +138,15 @@ def _fetch_url(
     if last_modified:
         headers["If-Modified-Since"] = last_modified
     own = client is None
-    http = client or httpx.Client(
-        timeout=settings.timeout, follow_redirects=True, max_redirects=5
-    )
+    http = client or httpx.Client(timeout=settings.timeout, follow_redirects=True, max_redirects=5)
     try:
         with http.stream("GET", url, headers=headers) as response:
             if response.status_code == 304:
                 return Fetched(data=None, etag=etag, last_modified=last_modified)
             if response.status_code >= 400:
-                raise SourceError(f"HTTP {response.status_code} {response.reason_phrase} from {url}")
+                raise SourceError(
+                    f"HTTP {response.status_code} {response.reason_phrase} from {url}"
+                )
             declared = response.headers.get("Content-Length", "")
             if declared.isdigit() and int(declared) > settings.max_bytes:
                 raise SourceError(f"{url} is larger than the {settings.max_bytes:,}-byte limit")
@@ -180,7 +184,9 @@ def _load(
     )
     if fetched.data is None:
         return fetched, None
-    return fetched, parse_source(fetched.data, location=spec.location, content_type=fetched.content_type)
+    return fetched, parse_source(
+        fetched.data, location=spec.location, content_type=fetched.content_type
+    )
 
 
 def ingest(
@@ -198,7 +204,9 @@ def ingest(
     with Session(engine) as session:
         states = {s.name: s for s in session.exec(select(Source)).all()}
     with ThreadPoolExecutor(max_workers=settings.ingest.concurrency) as pool:
-        futures = [(spec, pool.submit(_load, spec, states.get(spec.name), settings)) for spec in specs]
+        futures = [
+            (spec, pool.submit(_load, spec, states.get(spec.name), settings)) for spec in specs
+        ]
         for spec, future in futures:
             result = SourceResult(name=spec.name)
             fetched: Fetched | None = None
@@ -212,7 +220,11 @@ def ingest(
                 if parsed is None:
                     result.status = "not-modified"
                 else:
-                    result.kind, result.found, result.skipped = parsed.kind, len(parsed.papers), parsed.skipped
+                    result.kind, result.found, result.skipped = (
+                        parsed.kind,
+                        len(parsed.papers),
+                        parsed.skipped,
+                    )
                     if not dry_run:
                         _upsert(engine, parsed.papers, source=spec.name, now=now, result=result)
             if not dry_run:
@@ -223,7 +235,14 @@ def ingest(
     return report
 
 
-def _record(engine: Engine, spec: SourceSpec, result: SourceResult, fetched: Fetched | None, *, now: datetime) -> None:
+def _record(
+    engine: Engine,
+    spec: SourceSpec,
+    result: SourceResult,
+    fetched: Fetched | None,
+    *,
+    now: datetime,
+) -> None:
     with Session(engine) as session:
         state = session.exec(select(Source).where(Source.name == spec.name)).first()
         if state is None:
@@ -250,7 +269,9 @@ def _record(engine: Engine, spec: SourceSpec, result: SourceResult, fetched: Fet
 _BATCH = 400
 
 
-def _upsert(engine: Engine, papers: Sequence[PaperIn], *, source: str, now: datetime, result: SourceResult) -> None:
+def _upsert(
+    engine: Engine, papers: Sequence[PaperIn], *, source: str, now: datetime, result: SourceResult
+) -> None:
     """Insert new papers and refresh known ones; a known paper keeps its first-seen time."""
     with Session(engine) as session:
         for start in range(0, len(papers), _BATCH):

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 from datetime import UTC, datetime
-
 from typing import Any
 
 from sqlalchemy import JSON, Column, DateTime, Index, UniqueConstraint
@@ -85,7 +84,9 @@ class Subscriber(SQLModel, table=True):
 
     id: int | None = Field(default=None, primary_key=True)
     email: str = Field(max_length=320, unique=True, index=True)
-    status: str = Field(default="active", max_length=20, index=True)  # pending|active|unsubscribed|bounced
+    status: str = Field(
+        default="active", max_length=20, index=True
+    )  # pending|active|unsubscribed|bounced
     keywords: list[str] = Field(default_factory=list, sa_column=Column(JSON, nullable=False))
     exclude: list[str] = Field(default_factory=list, sa_column=Column(JSON, nullable=False))
     frequency: str = Field(default="daily", max_length=10)  # daily|weekly
@@ -113,7 +114,9 @@ class Delivery(SQLModel, table=True):
     id: int | None = Field(default=None, primary_key=True)
     subscriber_id: int = Field(foreign_key="subscriber.id", index=True)
     edition: str = Field(max_length=20, index=True)  # "2026-11-22" or "2026-W47"
-    status: str = Field(default="queued", max_length=20)  # queued|sending|sent|failed|bounced|skipped
+    status: str = Field(
+        default="queued", max_length=20
+    )  # queued|sending|sent|failed|bounced|skipped
     attempts: int = 0
     next_attempt_at: datetime | None = _when()
     lease_until: datetime | None = _when()

@@ -17,8 +17,9 @@ import threading
 from collections import defaultdict
 from collections.abc import Callable, Iterator, Sequence
 from datetime import datetime, timedelta
+from typing import Any
 
-from sqlalchemy import and_, or_, update
+from sqlalchemy import ColumnElement, and_, or_, update
 from sqlalchemy.engine import Engine
 from sqlmodel import Session, col, select
 
@@ -63,7 +64,13 @@ def edition_for(settings: Settings, subscriber: Subscriber, now: datetime) -> Ed
     return editions.current(now, settings.zone, frequency=subscriber.frequency)
 
 
-def plan(engine: Engine, settings: Settings, *, now: datetime, subscriber_ids: Sequence[int] | None = None) -> int:
+def plan(
+    engine: Engine,
+    settings: Settings,
+    *,
+    now: datetime,
+    subscriber_ids: Sequence[int] | None = None,
+) -> int:
     """Queue a delivery of the current edition for every active subscriber who has none yet."""
     with Session(engine) as session:
         query = select(Subscriber.id, Subscriber.frequency).where(Subscriber.status == "active")
@@ -74,7 +81,7 @@ def plan(engine: Engine, settings: Settings, *, now: datetime, subscriber_ids: S
     weekly_id = editions.current(now, settings.zone, frequency="weekly").id
     planned = 0
     for start in range(0, len(rows), 5000):
-        values = [
+        values: list[dict[str, Any]] = [
             {
                 "subscriber_id": sid,
                 "edition": weekly_id if freq == "weekly" else daily_id,
@@ -85,28 +92,32 @@ def plan(engine: Engine, settings: Settings, *, now: datetime, subscriber_ids: S
             }
             for sid, freq in rows[start : start + 5000]
         ]
-        planned += insert_ignore(engine, Delivery.__table__, values, conflict=("subscriber_id", "edition"))  # type: ignore[attr-defined]
+        planned += insert_ignore(engine, Delivery, values, conflict=("subscriber_id", "edition"))
     return planned
 
 
-def _due(now: datetime, settings: Settings) -> object:
+def _due(now: datetime, settings: Settings) -> ColumnElement[bool]:
     return or_(
-        Delivery.status == "queued",
+        col(Delivery.status) == "queued",
         and_(
-            Delivery.status == "failed",
+            col(Delivery.status) == "failed",
             col(Delivery.next_attempt_at).is_not(None),
             col(Delivery.next_attempt_at) <= now,
-            Delivery.attempts < settings.delivery.max_attempts,
+            col(Delivery.attempts) < settings.delivery.max_attempts,
         ),
         # A sender that died holding a lease: its work is due again.
-        and_(Delivery.status == "sending", col(Delivery.lease_until) < now),
+        and_(col(Delivery.status) == "sending", col(Delivery.lease_until) < now),
     )
 
 
-def claim(engine: Engine, settings: Settings, *, owner: str, now: datetime, limit: int = CHUNK) -> list[Delivery]:
+def claim(
+    engine: Engine, settings: Settings, *, owner: str, now: datetime, limit: int = CHUNK
+) -> list[Delivery]:
     """Take up to ``limit`` due deliveries under a lease held by ``owner``."""
     with Session(engine) as session:
-        query = select(Delivery.id).where(_due(now, settings)).order_by(col(Delivery.id)).limit(limit)  # type: ignore[arg-type]
+        query = (
+            select(Delivery.id).where(_due(now, settings)).order_by(col(Delivery.id)).limit(limit)
+        )
         if engine.dialect.name == "postgresql":
             query = query.with_for_update(skip_locked=True)
         ids = list(session.exec(query).all())
@@ -114,7 +125,7 @@ def claim(engine: Engine, settings: Settings, *, owner: str, now: datetime, limi
             return []
         lease = now + timedelta(seconds=settings.delivery.lease_seconds)
         session.exec(
-            update(Delivery)  # type: ignore[call-overload]
+            update(Delivery)
             .where(col(Delivery.id).in_(ids), _due(now, settings))
             .values(status="sending", lease_owner=owner, lease_until=lease)
         )
@@ -122,7 +133,11 @@ def claim(engine: Engine, settings: Settings, *, owner: str, now: datetime, limi
         return list(
             session.exec(
                 select(Delivery)
-                .where(col(Delivery.id).in_(ids), Delivery.lease_owner == owner, Delivery.status == "sending")
+                .where(
+                    col(Delivery.id).in_(ids),
+                    Delivery.lease_owner == owner,
+                    Delivery.status == "sending",
+                )
                 .order_by(col(Delivery.id))
             ).all()
         )
@@ -190,7 +205,11 @@ class _EditionCache:
         if edition_id not in self._cache:
             ed = editions.parse(edition_id, self.settings.zone)
             papers = edition_papers(self.engine, self.settings, ed)
-            self._cache[edition_id] = (ed, {p.key: p for p in papers}, Index.build([doc_of(p) for p in papers]))
+            self._cache[edition_id] = (
+                ed,
+                {p.key: p for p in papers},
+                Index.build([doc_of(p) for p in papers]),
+            )
         return self._cache[edition_id]
 
 
@@ -208,7 +227,9 @@ def _compose_chunk(
         subs = {
             s.id: s
             for s in session.exec(
-                select(Subscriber).where(col(Subscriber.id).in_([d.subscriber_id for d in deliveries]))
+                select(Subscriber).where(
+                    col(Subscriber.id).in_([d.subscriber_id for d in deliveries])
+                )
             ).all()
         }
     by_edition: dict[str, list[Delivery]] = defaultdict(list)
@@ -227,20 +248,42 @@ def _compose_chunk(
         for d in group:
             sub = subs.get(d.subscriber_id)
             if sub is None or sub.status != "active":
-                _finish(engine, d.id or 0, status="skipped", error="subscriber not active", report=report)
+                _finish(
+                    engine,
+                    d.id or 0,
+                    status="skipped",
+                    error="subscriber not active",
+                    report=report,
+                )
             else:
                 live.append(d)
-        profiles = [profile_of(subs[d.subscriber_id], seen=seen.get(d.subscriber_id, frozenset())) for d in live]
+        profiles = [
+            profile_of(subs[d.subscriber_id], seen=seen.get(d.subscriber_id, frozenset()))
+            for d in live
+        ]
         for d, (_profile, ranked) in zip(live, index.rank(profiles), strict=True):
             sub = subs[d.subscriber_id]
             try:
                 job = _compose_one(settings, renderer, sub, d, ed, ranked, papers, now=now)
             except Exception as e:  # one bad row must not stop the run
                 log.exception("compose failed delivery=%s subscriber=%s", d.id, sub.email)
-                _finish(engine, d.id or 0, status="failed", error=f"compose: {type(e).__name__}: {e}", report=report)
+                _finish(
+                    engine,
+                    d.id or 0,
+                    status="failed",
+                    error=f"compose: {type(e).__name__}: {e}",
+                    report=report,
+                )
                 continue
             if job is None:
-                _finish(engine, d.id or 0, status="skipped", error="no matching papers", report=report, final=True)
+                _finish(
+                    engine,
+                    d.id or 0,
+                    status="skipped",
+                    error="no matching papers",
+                    report=report,
+                    final=True,
+                )
             else:
                 yield job
 
@@ -259,9 +302,13 @@ def _compose_one(
     if not ranked and settings.delivery.empty == "skip":
         return None
     links = links_for(settings, sub, ed.id)
-    ctx = context_for(settings, subscriber=sub, edition=ed, ranked=ranked, papers=papers, links=links)
+    ctx = context_for(
+        settings, subscriber=sub, edition=ed, ranked=ranked, papers=papers, links=links
+    )
     rendered = renderer.render_digest(ctx)
-    msg_id = delivery.message_id or message_id(settings, delivery_id=delivery.id or 0, edition_id=ed.id)
+    msg_id = delivery.message_id or message_id(
+        settings, delivery_id=delivery.id or 0, edition_id=ed.id
+    )
     data = to_mime(settings, rendered, to_addr=sub.email, links=links, msg_id=msg_id, date=now)
     return _Job(
         delivery_id=delivery.id or 0,
@@ -286,7 +333,7 @@ def _finish(
 ) -> None:
     with Session(engine) as session:
         session.exec(
-            update(Delivery)  # type: ignore[call-overload]
+            update(Delivery)
             .where(col(Delivery.id) == delivery_id)
             .values(status=status, last_error=error, lease_owner=None, lease_until=None)
         )
@@ -305,7 +352,7 @@ def _record_sent(engine: Engine, job: _Job, report: SendReport) -> None:
                 sent_at=now,
                 message_id=job.message_id,
                 paper_keys=list(job.paper_keys),
-                attempts=Delivery.attempts + 1,  # type: ignore[operator]
+                attempts=Delivery.attempts + 1,
                 last_error=None,
                 lease_owner=None,
                 lease_until=None,
@@ -314,9 +361,14 @@ def _record_sent(engine: Engine, job: _Job, report: SendReport) -> None:
         )
         insert_ignore(
             conn,
-            SentPaper.__table__,  # type: ignore[attr-defined]
+            SentPaper,
             [
-                {"subscriber_id": job.subscriber_id, "paper_id": pid, "edition": job.edition, "sent_at": now}
+                {
+                    "subscriber_id": job.subscriber_id,
+                    "paper_id": pid,
+                    "edition": job.edition,
+                    "sent_at": now,
+                }
                 for pid in job.paper_ids
             ],
             conflict=("subscriber_id", "paper_id"),
@@ -324,7 +376,9 @@ def _record_sent(engine: Engine, job: _Job, report: SendReport) -> None:
     report.count("sent")
 
 
-def _record_failure(engine: Engine, settings: Settings, job: _Job, error: SendError, report: SendReport) -> None:
+def _record_failure(
+    engine: Engine, settings: Settings, job: _Job, error: SendError, report: SendReport
+) -> None:
     now = utcnow()
     with Session(engine) as session:
         d = session.get(Delivery, job.delivery_id)
@@ -377,7 +431,9 @@ def send(
     done_lock = threading.Lock()
 
     def sender() -> None:
-        with SmtpTransport(settings.smtp, host_override=smtp_host, port_override=smtp_port) as transport:
+        with SmtpTransport(
+            settings.smtp, host_override=smtp_host, port_override=smtp_port
+        ) as transport:
             while (job := jobs.get()) is not None:
                 try:
                     transport.send(settings.smtp.from_address, job.to_addr, job.data)
@@ -385,19 +441,26 @@ def send(
                     _record_failure(engine, settings, job, e, report)
                 except Exception as e:  # anything else is treated as temporary: retried later
                     log.exception("send failed delivery=%s", job.delivery_id)
-                    _record_failure(engine, settings, job, SendError(f"{type(e).__name__}: {e}"), report)
+                    _record_failure(
+                        engine, settings, job, SendError(f"{type(e).__name__}: {e}"), report
+                    )
                 else:
                     _record_sent(engine, job, report)
                 if progress:
                     with done_lock:
                         progress(1)
 
-    threads = [threading.Thread(target=sender, name=f"digest-send-{i}", daemon=True) for i in range(settings.smtp.connections)]
+    threads = [
+        threading.Thread(target=sender, name=f"digest-send-{i}", daemon=True)
+        for i in range(settings.smtp.connections)
+    ]
     for t in threads:
         t.start()
     try:
         while deliveries := claim(engine, settings, owner=owner, now=now):
-            for job in _compose_chunk(engine, settings, renderer, cache, deliveries, report, now=now):
+            for job in _compose_chunk(
+                engine, settings, renderer, cache, deliveries, report, now=now
+            ):
                 jobs.put(job)
     finally:
         for _ in threads:
@@ -418,9 +481,18 @@ def preview(
     """The subject and exact HTML this reader would get for ``edition``, without sending or recording."""
     _, papers, index = _EditionCache(engine, settings).get(edition.id)
     # What this edition already carried stays in it: a preview of a sent edition shows what was sent.
-    seen = seen_keys(engine, [subscriber.id or 0], [p.id or 0 for p in papers.values()], except_edition=edition.id)
-    [(_profile, ranked)] = list(index.rank([profile_of(subscriber, seen=seen.get(subscriber.id or 0, frozenset()))]))
+    seen = seen_keys(
+        engine,
+        [subscriber.id or 0],
+        [p.id or 0 for p in papers.values()],
+        except_edition=edition.id,
+    )
+    [(_profile, ranked)] = list(
+        index.rank([profile_of(subscriber, seen=seen.get(subscriber.id or 0, frozenset()))])
+    )
     links = links_for(settings, subscriber, edition.id)
-    ctx = context_for(settings, subscriber=subscriber, edition=edition, ranked=ranked, papers=papers, links=links)
+    ctx = context_for(
+        settings, subscriber=subscriber, edition=edition, ranked=ranked, papers=papers, links=links
+    )
     rendered = renderer.render_digest(ctx)
     return rendered.subject, rendered.html, list(ranked)

@@ -115,5 +115,7 @@ def list_mail(maildir: Path) -> Iterator[StoredMail]:
                 )
             )
     epoch = datetime.min.replace(tzinfo=UTC)
-    found.sort(key=lambda m: (m.date.astimezone(UTC) if m.date and m.date.tzinfo else epoch, m.path.name))
+    found.sort(
+        key=lambda m: (m.date.astimezone(UTC) if m.date and m.date.tzinfo else epoch, m.path.name)
+    )
     return iter(found)

@@ -60,7 +60,9 @@ def make_interests(
     kws = parse_keywords(keywords if isinstance(keywords, str) else ", ".join(keywords))
     exc = parse_keywords(exclude if isinstance(exclude, str) else ", ".join(exclude))
     if not kws:
-        raise SubscriberError("give at least one keyword, e.g. --keywords \"llm inference, quantization\"")
+        raise SubscriberError(
+            'give at least one keyword, e.g. --keywords "llm inference, quantization"'
+        )
     if frequency not in FREQUENCIES:
         raise SubscriberError(f"frequency must be daily or weekly, not {frequency!r}")
     if not 0 <= weekday <= 6:

@@ -2,9 +2,19 @@
 
 from __future__ import annotations
 
+import contextlib
+import dataclasses
+import threading
+from collections.abc import Iterator
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
+from typing import Any
 
 import pytest
+from aiosmtpd.controller import Controller
+
+from digest.config import Settings, load_settings
+from digest.sink import free_port
 
 ROOT = Path(__file__).resolve().parent.parent
 SHARED = ROOT.parent / "shared"
@@ -16,18 +26,6 @@ def shared() -> Path:
     if not (SHARED / "seeds").is_dir():
         pytest.skip("../shared (seeds and fixtures) is not beside the project root")
     return SHARED
-
-
-import dataclasses
-import threading
-from collections.abc import Iterator
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
-from typing import Any
-
-from aiosmtpd.controller import Controller
-
-from digest.config import Settings, load_settings
-from digest.sink import free_port
 
 
 @dataclasses.dataclass
@@ -52,7 +50,9 @@ class FeedServer:
 
         class Handler(BaseHTTPRequestHandler):
             def do_GET(self) -> None:  # noqa: N802 - http.server's naming
-                server.requests.append({"path": self.path, **{k.lower(): v for k, v in self.headers.items()}})
+                server.requests.append(
+                    {"path": self.path, **{k.lower(): v for k, v in self.headers.items()}}
+                )
                 route = server.routes.get(self.path)
                 if route is None:
                     self.send_error(404)
@@ -75,10 +75,8 @@ class FeedServer:
                 if route.last_modified:
                     self.send_header("Last-Modified", route.last_modified)
                 self.end_headers()
-                try:
+                with contextlib.suppress(BrokenPipeError, ConnectionResetError):
                     self.wfile.write(route.body)
-                except (BrokenPipeError, ConnectionResetError):
-                    pass
 
             def log_message(self, *args: Any) -> None:
                 pass
@@ -141,4 +139,6 @@ base_url = "https://digest.example.org"
 """,
         encoding="utf-8",
     )
-    return load_settings(config, env={"DIGEST_SECRET_KEY": "test-secret-" + "x" * 32}, base_dir=tmp_path)
+    return load_settings(
+        config, env={"DIGEST_SECRET_KEY": "test-secret-" + "x" * 32}, base_dir=tmp_path
+    )

@@ -17,7 +17,9 @@ ROOT = Path(__file__).resolve().parent.parent
 
 
 def run(config: Path, *args: str) -> tuple[int, str]:
-    result = CliRunner().invoke(main, ["--config", str(config), *args], env={"DIGEST_SECRET_KEY": "k" * 40})
+    result = CliRunner().invoke(
+        main, ["--config", str(config), *args], env={"DIGEST_SECRET_KEY": "k" * 40}
+    )
     return result.exit_code, result.output
 
 
@@ -40,7 +42,9 @@ def test_demo_from_a_bare_directory(tmp_path: Path) -> None:
     """The quick start's main job: no config file, no network, the installed console script."""
     digest = Path(sys.executable).parent / "digest"
     env = {k: v for k, v in os.environ.items() if not k.startswith("DIGEST_")}
-    result = subprocess.run([str(digest), "demo"], cwd=tmp_path, env=env, capture_output=True, text=True, timeout=120)
+    result = subprocess.run(
+        [str(digest), "demo"], cwd=tmp_path, env=env, capture_output=True, text=True, timeout=120
+    )
     assert result.returncode == 0, result.stderr
     assert (tmp_path / "subscribers.db").is_file()
     assert (tmp_path / ".secret_key").is_file()
@@ -55,14 +59,26 @@ def test_demo_from_a_bare_directory(tmp_path: Path) -> None:
     msg = message_from_bytes(mails[0].read_bytes(), policy=policy.default)
     assert msg.get_content_type() == "multipart/alternative"
 
-    again = subprocess.run([str(digest), "demo"], cwd=tmp_path, env=env, capture_output=True, text=True, timeout=120)
+    again = subprocess.run(
+        [str(digest), "demo"], cwd=tmp_path, env=env, capture_output=True, text=True, timeout=120
+    )
     assert again.returncode == 0, again.stderr
-    assert len(list((tmp_path / "mail" / "new").iterdir())) == len(mails), "a second demo sends nothing twice"
+    assert len(list((tmp_path / "mail" / "new").iterdir())) == len(mails), (
+        "a second demo sends nothing twice"
+    )
 
 
 def test_subscribe_validates_and_refuses_duplicates(tmp_path: Path) -> None:
     config = config_in(tmp_path)
-    code, out = run(config, "subscribe", "Ada@Example.ORG", "--keywords", "llm inference, quantization", "--exclude", "survey")
+    code, out = run(
+        config,
+        "subscribe",
+        "Ada@Example.ORG",
+        "--keywords",
+        "llm inference, quantization",
+        "--exclude",
+        "survey",
+    )
     assert code == 0, out
     assert "ada@example.org" in out
     code, out = run(config, "subscribe", "ada@example.org", "--keywords", "x")
@@ -74,7 +90,9 @@ def test_subscribe_validates_and_refuses_duplicates(tmp_path: Path) -> None:
     code, out = run(config, "subscribers", "--json")
     rows = json.loads(out.split("\n1 subscriber")[0]) if "subscriber(s)" in out else json.loads(out)
     assert [r["email"] for r in rows] == ["ada@example.org"]
-    assert rows[0]["keywords"] == ["llm inference", "quantization"] and rows[0]["exclude"] == ["survey"]
+    assert rows[0]["keywords"] == ["llm inference", "quantization"] and rows[0]["exclude"] == [
+        "survey"
+    ]
     code, out = run(config, "unsubscribe", "ada@example.org")
     assert code == 0
     code, out = run(config, "subscribers", "--status", "active")
@@ -83,7 +101,9 @@ def test_subscribe_validates_and_refuses_duplicates(tmp_path: Path) -> None:
 
 def test_ingest_papers_rank_and_preview(tmp_path: Path, shared: Path) -> None:
     config = config_in(tmp_path)
-    code, out = run(config, "ingest", str(shared / "seeds/daily-papers-a.txt"), str(tmp_path / "missing.txt"))
+    code, out = run(
+        config, "ingest", str(shared / "seeds/daily-papers-a.txt"), str(tmp_path / "missing.txt")
+    )
     assert code == 0, out
     assert "75 new" in out and "missing.txt" in out
     code, out = run(config, "sources")

@@ -7,9 +7,9 @@ import json
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
+from conftest import FeedServer, Route
 from sqlmodel import Session, select
 
-from conftest import FeedServer, Route
 from digest.config import Settings
 from digest.db import make_engine
 from digest.ingest import SourceSpec, ingest
@@ -45,9 +45,13 @@ def test_seeds_counts_and_second_run_adds_nothing(settings: Settings, shared: Pa
     assert len(papers(settings)) == unique
 
 
-def test_conditional_get_with_etag(settings: Settings, shared: Path, feed_server: FeedServer) -> None:
+def test_conditional_get_with_etag(
+    settings: Settings, shared: Path, feed_server: FeedServer
+) -> None:
     body = (shared / HF_JSON).read_bytes()
-    feed_server.routes["/api/daily_papers"] = Route(body=body, content_type="application/json", etag='"v1"')
+    feed_server.routes["/api/daily_papers"] = Route(
+        body=body, content_type="application/json", etag='"v1"'
+    )
     engine = make_engine(settings.database.url)
     source = spec(feed_server.url("/api/daily_papers"), name="hf")
 
@@ -79,7 +83,9 @@ def test_conditional_get_with_etag(settings: Settings, shared: Path, feed_server
     assert all(rows[k].first_seen_at == seen_before[k] for k in rows)
 
 
-def test_conditional_get_with_last_modified(settings: Settings, shared: Path, feed_server: FeedServer) -> None:
+def test_conditional_get_with_last_modified(
+    settings: Settings, shared: Path, feed_server: FeedServer
+) -> None:
     stamp = "Mon, 27 Apr 2026 04:00:00 GMT"
     body = (shared / "fixtures/arxiv_rss/rss2_cs.LG_2026-04-27_trimmed3_distill.xml").read_bytes()
     feed_server.routes["/rss/cs.LG"] = Route(body=body, last_modified=stamp)
@@ -91,7 +97,9 @@ def test_conditional_get_with_last_modified(settings: Settings, shared: Path, fe
     assert again.sources[0].status == "not-modified"
 
 
-def test_one_bad_source_does_not_stop_the_others(settings: Settings, shared: Path, feed_server: FeedServer, tmp_path: Path) -> None:
+def test_one_bad_source_does_not_stop_the_others(
+    settings: Settings, shared: Path, feed_server: FeedServer, tmp_path: Path
+) -> None:
     garbage = tmp_path / "garbage.bin"
     garbage.write_bytes(b"\x00\xff\xfe" * 100)
     feed_server.routes["/slow"] = Route(body=b"<rss/>", delay=2.0)
@@ -122,13 +130,17 @@ def test_one_bad_source_does_not_stop_the_others(settings: Settings, shared: Pat
 
 def test_size_cap(settings: Settings, feed_server: FeedServer) -> None:
     feed_server.routes["/big"] = Route(body=b"<rss>" + b" " * 5000 + b"</rss>")
-    small = dataclasses.replace(settings, ingest=dataclasses.replace(settings.ingest, max_bytes=2048))
+    small = dataclasses.replace(
+        settings, ingest=dataclasses.replace(settings.ingest, max_bytes=2048)
+    )
     report = ingest(make_engine(settings.database.url), small, [spec(feed_server.url("/big"))])
     assert report.sources[0].status == "error"
     assert "limit" in (report.sources[0].error or "")
 
 
-def test_plain_list_and_arxiv_feed_name_one_paper(settings: Settings, shared: Path, tmp_path: Path) -> None:
+def test_plain_list_and_arxiv_feed_name_one_paper(
+    settings: Settings, shared: Path, tmp_path: Path
+) -> None:
     engine = make_engine(settings.database.url)
     atom = shared / "fixtures/arxiv_atom/api2026_id_list_1605.08386_arxiv.py.xml"
     ingest(engine, settings, [spec(str(atom))])
@@ -145,6 +157,8 @@ def test_plain_list_and_arxiv_feed_name_one_paper(settings: Settings, shared: Pa
 
 def test_dry_run_writes_nothing(settings: Settings, shared: Path) -> None:
     engine = make_engine(settings.database.url)
-    report = ingest(engine, settings, [spec(str(shared / "seeds/daily-papers-b.txt"))], dry_run=True)
+    report = ingest(
+        engine, settings, [spec(str(shared / "seeds/daily-papers-b.txt"))], dry_run=True
+    )
     assert report.sources[0].found == 88
     assert papers(settings) == []

@@ -11,9 +11,9 @@ from pathlib import Path
 from typing import Any, cast
 
 import pytest
+from conftest import FeedServer, RecordingHandler, Route
 from sqlmodel import Session, select
 
-from conftest import FeedServer, RecordingHandler, Route
 from digest import outbox, subscribers
 from digest.config import Settings
 from digest.db import make_engine
@@ -23,21 +23,32 @@ from digest.render import Renderer
 
 
 def relay(settings: Settings, controller: Any) -> Settings:
-    smtp = dataclasses.replace(settings.smtp, host="127.0.0.1", port=controller.port, security="none")
+    smtp = dataclasses.replace(
+        settings.smtp, host="127.0.0.1", port=controller.port, security="none"
+    )
     return dataclasses.replace(settings, smtp=smtp)
 
 
 def parsed(handler: RecordingHandler) -> list[EmailMessage]:
-    return [cast(EmailMessage, message_from_bytes(e.original_content, policy=policy.default)) for e in handler.envelopes]
+    return [
+        cast(EmailMessage, message_from_bytes(e.original_content, policy=policy.default))
+        for e in handler.envelopes
+    ]
 
 
 def subscribe(settings: Settings, email: str, keywords: str, **kw: Any) -> None:
-    subscribers.add(make_engine(settings.database.url), email, subscribers.make_interests(keywords, **kw))
+    subscribers.add(
+        make_engine(settings.database.url), email, subscribers.make_interests(keywords, **kw)
+    )
 
 
 @pytest.fixture
 def seeded(settings: Settings, shared: Path) -> Settings:
-    ingest(make_engine(settings.database.url), settings, [SourceSpec(name="a", location=str(shared / "seeds/daily-papers-a.txt"))])
+    ingest(
+        make_engine(settings.database.url),
+        settings,
+        [SourceSpec(name="a", location=str(shared / "seeds/daily-papers-a.txt"))],
+    )
     return settings
 
 
@@ -52,13 +63,24 @@ def test_digest_arrives_well_formed(seeded: Settings, smtp_server: Any) -> None:
     assert (report.sent, report.failed, report.bounced) == (2, 0, 0)
     mails = {str(m["To"]): m for m in parsed(handler)}
     assert set(mails) == {"ada@example.org", "grace@example.org"}
-    assert {tuple(e.rcpt_tos) for e in handler.envelopes} == {("ada@example.org",), ("grace@example.org",)}
+    assert {tuple(e.rcpt_tos) for e in handler.envelopes} == {
+        ("ada@example.org",),
+        ("grace@example.org",),
+    }
 
     msg = mails["ada@example.org"]
     assert msg.get_content_type() == "multipart/alternative"
     parts = list(msg.iter_parts())
     assert [p.get_content_type() for p in parts] == ["text/plain", "text/html"]
-    for header in ("Message-ID", "Date", "List-Id", "List-Unsubscribe", "List-Unsubscribe-Post", "From", "Subject"):
+    for header in (
+        "Message-ID",
+        "Date",
+        "List-Id",
+        "List-Unsubscribe",
+        "List-Unsubscribe-Post",
+        "From",
+        "Subject",
+    ):
         assert msg[header], header
     assert msg["List-Unsubscribe-Post"] == "List-Unsubscribe=One-Click"
     unsub = str(msg["List-Unsubscribe"])
@@ -69,7 +91,9 @@ def test_digest_arrives_well_formed(seeded: Settings, smtp_server: Any) -> None:
     html = parts[1].get_content()
     text = parts[0].get_content()
     # At most the reader's 5 papers; the top one is named in the subject and in both parts.
-    links = re.findall(r'<a [^>]*href="https://arxiv.org/abs/|<a [^>]*href="[^"]*"[^>]*style="[^"]*"', html)
+    links = re.findall(
+        r'<a [^>]*href="https://arxiv.org/abs/|<a [^>]*href="[^"]*"[^>]*style="[^"]*"', html
+    )
     assert links, "title links carry inline styles"
     assert "quantization" in html.lower() and "<mark" in html
     assert "Unsubscribe" in html or "unsubscribe" in html
@@ -108,7 +132,12 @@ def test_send_twice_sends_nothing_twice(seeded: Settings, smtp_server: Any) -> N
 def test_a_paper_reaches_a_reader_once(seeded: Settings, smtp_server: Any) -> None:
     controller, handler = smtp_server
     settings = relay(seeded, controller)
-    subscribe(settings, "ada@example.org", "quantization, inference, training, language models", max_papers=3)
+    subscribe(
+        settings,
+        "ada@example.org",
+        "quantization, inference, training, language models",
+        max_papers=3,
+    )
     engine = make_engine(settings.database.url)
     today = datetime.now(UTC)
     outbox.send(engine, settings, renderer=Renderer.create(), now=today)
@@ -121,11 +150,15 @@ def test_a_paper_reaches_a_reader_once(seeded: Settings, smtp_server: Any) -> No
     assert len(parsed(handler)) == 3 and len(keys) == 9
 
 
-def test_permanent_refusal_bounces_and_others_still_get_mail(seeded: Settings, smtp_server: Any) -> None:
+def test_permanent_refusal_bounces_and_others_still_get_mail(
+    seeded: Settings, smtp_server: Any
+) -> None:
     controller, handler = smtp_server
 
     class Refusing(RecordingHandler):
-        async def handle_RCPT(self, server: Any, session: Any, envelope: Any, address: str, options: Any) -> str:  # noqa: N802
+        async def handle_RCPT(
+            self, server: Any, session: Any, envelope: Any, address: str, options: Any
+        ) -> str:  # noqa: N802
             if address.startswith("refused@"):
                 return "550 5.1.1 No such user"
             envelope.rcpt_tos.append(address)
@@ -156,7 +189,9 @@ HOSTILE_RSS = (
 )
 
 
-def test_hostile_feed_content_is_escaped_and_bounded(settings: Settings, smtp_server: Any, feed_server: FeedServer) -> None:
+def test_hostile_feed_content_is_escaped_and_bounded(
+    settings: Settings, smtp_server: Any, feed_server: FeedServer
+) -> None:
     controller, handler = smtp_server
     feed_server.routes["/evil"] = Route(body=HOSTILE_RSS, content_type="application/rss+xml")
     settings = relay(settings, controller)
