@@ -223,14 +223,26 @@ def build_snippet(
     start = found.start()
     end = len(abstract)
     cut = end - start > limit
+    lead = False
+    first = min((s for s, e in highlight if s >= start and e > s), default=None)
+    if cut and first is not None and first > start + limit * 2 // 3:
+        # The first match lies past the cut: start at its sentence, so the reader sees why.
+        back = abstract.rfind(". ", start, first)
+        if back != -1 and first - back < limit // 2:
+            start = back + 2
+        else:
+            space = abstract.find(" ", max(start, first - limit // 3), first)
+            start = space + 1 if space != -1 else first
+        lead = True
+        cut = end - start > limit
     if cut:
         window = abstract[start : start + limit + 1]
         space = max(window.rfind(" "), window.rfind("\n"), window.rfind("\t"))
         end = start + (space if space >= limit // 2 else limit)
         while end > start and abstract[end - 1].isspace():
             end -= 1
-    html: list[str] = []
-    text: list[str] = []
+    html: list[str] = ["…"] if lead else []
+    text: list[str] = ["…"] if lead else []
     pos = start
     for s, e in _spans(highlight, abstract, start, end):
         plain, marked = _clean_piece(abstract[pos:s]), _clean_piece(abstract[s:e])

@@ -355,3 +355,17 @@ def test_inliner_keeps_tags_in_attributes_and_tables() -> None:
 def test_missing_templates_are_a_template_error(tmp_path: Path) -> None:
     with pytest.raises(TemplateError, match="cannot read"):
         Renderer.create(tmp_path)
+
+
+def test_snippet_starts_at_the_sentence_of_a_late_match() -> None:
+    from digest.render import build_snippet
+
+    abstract = "A long and unrelated opening sentence. " * 30 + "Here we study quantization of weights. " * 3
+    at = abstract.index("quantization")
+    html, text = build_snippet(abstract, [(at, at + len("quantization"))], limit=200)
+    assert text.startswith("…Here we study *quantization*")
+    assert "<mark" in html and len(text) <= 205
+    # An early match keeps the snippet at the start of the abstract.
+    early = "We study quantization. " + "Filler words go on. " * 40
+    _, text = build_snippet(early, [(9, 21)], limit=200)
+    assert text.startswith("We study *quantization*.")
