@@ -22,6 +22,7 @@ from digest.errors import SourceError
 from digest.models import Paper, Source, utcnow
 from digest.papers import PaperIn, canonical_key
 from digest.resources import bundled_path
+from digest.runs import record_run
 from digest.sources import ParsedSource, parse_source
 
 
@@ -232,6 +233,11 @@ def ingest(
             report.sources.append(result)
             if progress:
                 progress(result)
+    if not dry_run and specs:
+        counts = {k: report.total(k) for k in ("found", "new", "updated", "unchanged", "skipped")}
+        counts["sources"], counts["errors"] = len(report.sources), len(report.errors)
+        errors = [f"{s.name}: {s.error}" for s in report.errors]
+        record_run(engine, "ingest", started=now, counts=counts, errors=errors)
     return report
 
 

@@ -135,3 +135,14 @@ class SentPaper(SQLModel, table=True):
     paper_id: int = Field(foreign_key="paper.id", primary_key=True)
     edition: str = Field(max_length=20)
     sent_at: datetime = _when(default_now=True)
+
+
+class Run(SQLModel, table=True):
+    """One ingest or send run, for `digest status`."""
+
+    id: int | None = Field(default=None, primary_key=True)
+    kind: str = Field(max_length=20, index=True)  # ingest | send
+    started_at: datetime = _when(default_now=True)
+    finished_at: datetime | None = _when()
+    counts: dict[str, int] = Field(default_factory=dict, sa_column=Column(JSON, nullable=False))
+    errors: list[str] = Field(default_factory=list, sa_column=Column(JSON, nullable=False))

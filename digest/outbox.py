@@ -14,12 +14,16 @@ import os
 import queue
 import socket
 import threading
+import time
 from collections import defaultdict
 from collections.abc import Callable, Iterator, Sequence
 from datetime import datetime, timedelta
+from datetime import time as dt_time
 from typing import Any
+from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
 from sqlalchemy import ColumnElement, and_, or_, update
+from sqlalchemy import select as sa_select
 from sqlalchemy.engine import Engine
 from sqlmodel import Session, col, select
 
@@ -29,10 +33,11 @@ from digest.config import Settings
 from digest.db import insert_ignore
 from digest.edition import Edition
 from digest.errors import SendError
-from digest.mailer import SmtpTransport
+from digest.mailer import DkimSigner, SmtpTransport
 from digest.models import Delivery, Paper, SentPaper, Subscriber, utcnow
 from digest.ranking import Index, Ranked
 from digest.render import Renderer
+from digest.runs import record_run
 
 log = logging.getLogger("digest.outbox")
 
@@ -55,8 +60,18 @@ class SendReport:
         """Count one finished delivery (thread-safe)."""
         with self.lock:
             setattr(self, status, getattr(self, status) + 1)
-            if error and len(self.errors) < 50:
+        if error:
+            self.count_error(error)
+
+    def count_error(self, error: str) -> None:
+        """Keep an error message for the summary (the first 50)."""
+        with self.lock:
+            if len(self.errors) < 50:
                 self.errors.append(error)
+
+    def as_counts(self) -> dict[str, int]:
+        """The counts, for the run log."""
+        return {k: getattr(self, k) for k in ("planned", "sent", "skipped", "failed", "bounced")}
 
 
 def edition_for(settings: Settings, subscriber: Subscriber, now: datetime) -> Edition:
@@ -96,7 +111,66 @@ def plan(
     return planned
 
 
-def _due(now: datetime, settings: Settings) -> ColumnElement[bool]:
+def plan_due(engine: Engine, settings: Settings, *, now: datetime) -> int:
+    """Queue the digest of every active reader whose local send time has come and who has none.
+
+    Daily readers are due from their send hour on each local day; weekly readers from their
+    send hour on their weekday, and for the rest of that ISO week. Comparing with the delivery
+    table (not with the last tick) is what makes a restart catch up: a reader whose hour passed
+    while the server was down is planned on the first tick after it comes back.
+    """
+    with engine.connect() as conn:
+        rows = conn.execute(
+            sa_select(
+                col(Subscriber.id),
+                col(Subscriber.frequency),
+                col(Subscriber.weekday),
+                col(Subscriber.send_hour),
+                col(Subscriber.timezone),
+                col(Subscriber.created_at),
+            ).where(col(Subscriber.status) == "active")
+        ).all()
+    zones: dict[str, ZoneInfo] = {}
+    values: list[dict[str, Any]] = []
+    for sid, frequency, weekday, hour, tz, created in rows:
+        if tz not in zones:
+            try:
+                zones[tz] = ZoneInfo(tz)
+            except (ZoneInfoNotFoundError, ValueError):
+                zones[tz] = settings.zone
+        zone = zones[tz]
+        local = now.astimezone(zone)
+        if frequency == "weekly":
+            day = local.date() - timedelta(days=local.weekday() - weekday)
+            edition_id = editions.weekly(local.date(), settings.zone).id
+        else:
+            day = local.date()
+            edition_id = day.isoformat()
+        due_at = datetime.combine(day, dt_time(hour), tzinfo=zone)
+        # Due once the hour has come (or passed while we were down) — but a reader who
+        # subscribed after it waits for their next one rather than getting mail at once.
+        if due_at <= now and created <= due_at:
+            values.append(
+                {
+                    "subscriber_id": sid,
+                    "edition": edition_id,
+                    "status": "queued",
+                    "attempts": 0,
+                    "paper_keys": [],
+                    "created_at": now,
+                }
+            )
+    planned = 0
+    for start in range(0, len(values), 5000):
+        planned += insert_ignore(
+            engine, Delivery, values[start : start + 5000], conflict=("subscriber_id", "edition")
+        )
+    if planned:
+        log.info("event=planned deliveries=%d", planned)
+    return planned
+
+
+def _due(now: datetime, settings: Settings, *, owner: str = "") -> ColumnElement[bool]:
     return or_(
         col(Delivery.status) == "queued",
         and_(
@@ -105,8 +179,13 @@ def _due(now: datetime, settings: Settings) -> ColumnElement[bool]:
             col(Delivery.next_attempt_at) <= now,
             col(Delivery.attempts) < settings.delivery.max_attempts,
         ),
-        # A sender that died holding a lease: its work is due again.
-        and_(col(Delivery.status) == "sending", col(Delivery.lease_until) < now),
+        # A sender that died holding a lease: its work is due again (but never our own rows:
+        # those are in our queue, and their lease is renewed while we live).
+        and_(
+            col(Delivery.status) == "sending",
+            col(Delivery.lease_until) < now,
+            col(Delivery.lease_owner) != owner,
+        ),
     )
 
 
@@ -116,7 +195,10 @@ def claim(
     """Take up to ``limit`` due deliveries under a lease held by ``owner``."""
     with Session(engine) as session:
         query = (
-            select(Delivery.id).where(_due(now, settings)).order_by(col(Delivery.id)).limit(limit)
+            select(Delivery.id)
+            .where(_due(now, settings, owner=owner))
+            .order_by(col(Delivery.id))
+            .limit(limit)
         )
         if engine.dialect.name == "postgresql":
             query = query.with_for_update(skip_locked=True)
@@ -126,7 +208,7 @@ def claim(
         lease = now + timedelta(seconds=settings.delivery.lease_seconds)
         session.exec(
             update(Delivery)
-            .where(col(Delivery.id).in_(ids), _due(now, settings))
+            .where(col(Delivery.id).in_(ids), _due(now, settings, owner=owner))
             .values(status="sending", lease_owner=owner, lease_until=lease)
         )
         session.commit()
@@ -266,7 +348,7 @@ def _compose_chunk(
             try:
                 job = _compose_one(settings, renderer, sub, d, ed, ranked, papers, now=now)
             except Exception as e:  # one bad row must not stop the run
-                log.exception("compose failed delivery=%s subscriber=%s", d.id, sub.email)
+                log.exception("event=compose-error delivery=%s to=%s", d.id, sub.email)
                 _finish(
                     engine,
                     d.id or 0,
@@ -338,6 +420,7 @@ def _finish(
             .values(status=status, last_error=error, lease_owner=None, lease_until=None)
         )
         session.commit()
+    log.info("event=%s delivery=%s reason=%r", status, delivery_id, error)
     report.count(status, None if status == "skipped" else error)
 
 
@@ -373,6 +456,14 @@ def _record_sent(engine: Engine, job: _Job, report: SendReport) -> None:
             ],
             conflict=("subscriber_id", "paper_id"),
         )
+    log.info(
+        "event=sent delivery=%s edition=%s to=%s papers=%d message_id=%s",
+        job.delivery_id,
+        job.edition,
+        job.to_addr,
+        len(job.paper_keys),
+        job.message_id,
+    )
     report.count("sent")
 
 
@@ -406,7 +497,159 @@ def _record_failure(
                 d.next_attempt_at = None
         session.add(d)
         session.commit()
+    log.warning(
+        "event=%s delivery=%s edition=%s to=%s code=%s error=%r",
+        "bounced" if error.permanent else "failed",
+        job.delivery_id,
+        job.edition,
+        job.to_addr,
+        error.code,
+        str(error),
+    )
     report.count("bounced" if error.permanent else "failed", f"{job.to_addr}: {error}")
+
+
+class _RateLimit:
+    """Spaces messages ``1/rate`` seconds apart across all sender threads (0: no limit)."""
+
+    def __init__(self, per_second: float) -> None:
+        self.interval = 1.0 / per_second if per_second > 0 else 0.0
+        self.next = time.monotonic()
+        self.lock = threading.Lock()
+
+    def wait(self) -> None:
+        if not self.interval:
+            return
+        with self.lock:
+            now = time.monotonic()
+            at = max(self.next, now)
+            self.next = at + self.interval
+        if at > now:
+            time.sleep(at - now)
+
+
+# A sender that fails this many times in a row without an SMTP reply code (connection refused,
+# timeouts, drops) stops the run: the relay is down, and every further try would only burn an
+# attempt of another reader's delivery.
+CONNECTION_FAILURES_TO_ABORT = 3
+
+
+def deliver(
+    engine: Engine,
+    settings: Settings,
+    *,
+    renderer: Renderer,
+    clock: Callable[[], datetime] = utcnow,
+    smtp_host: str | None = None,
+    smtp_port: int | None = None,
+    progress: Callable[[int], None] | None = None,
+    stop: threading.Event | None = None,
+    report: SendReport | None = None,
+) -> SendReport:
+    """Claim, compose and send due deliveries until none is left (or ``stop`` is set)."""
+    report = report or SendReport()
+    owner = f"{socket.gethostname()}:{os.getpid()}:{threading.get_ident()}"
+    cache = _EditionCache(engine, settings)
+    signer = DkimSigner.from_settings(settings.dkim, base_dir=settings.base_dir)
+    jobs: queue.Queue[_Job | None] = queue.Queue(maxsize=settings.smtp.connections * 16)
+    limit = _RateLimit(settings.delivery.rate_per_second)
+    abort = threading.Event()
+    done_lock = threading.Lock()
+
+    def sender() -> None:
+        failures = 0
+        with SmtpTransport(
+            settings.smtp, host_override=smtp_host, port_override=smtp_port
+        ) as transport:
+            while (job := jobs.get()) is not None:
+                if abort.is_set():
+                    _release(engine, job.delivery_id, owner=owner)
+                    continue
+                limit.wait()
+                data = signer.sign(job.data) if signer else job.data
+                try:
+                    transport.send(settings.smtp.from_address, job.to_addr, data)
+                except SendError as e:
+                    _record_failure(engine, settings, job, e, report)
+                    failures = failures + 1 if e.code is None and not e.permanent else 0
+                    if failures >= CONNECTION_FAILURES_TO_ABORT and not abort.is_set():
+                        log.error("event=abort reason=%r", str(e))
+                        report.count_error(f"stopped: {e}")
+                        abort.set()
+                except Exception as e:  # anything else is treated as temporary: retried later
+                    log.exception("event=send-error delivery=%s", job.delivery_id)
+                    _record_failure(
+                        engine, settings, job, SendError(f"{type(e).__name__}: {e}"), report
+                    )
+                else:
+                    failures = 0
+                    _record_sent(engine, job, report)
+                if progress:
+                    with done_lock:
+                        progress(1)
+
+    finished = threading.Event()
+
+    def heartbeat() -> None:
+        # Renew the lease on everything this sender holds, so a slow relay never lets another
+        # worker take (and send again) messages still waiting in our queue.
+        every = max(settings.delivery.lease_seconds / 3, 0.2)
+        while not finished.wait(every):
+            _renew(engine, settings, owner=owner, now=clock())
+
+    threads = [
+        threading.Thread(target=sender, name=f"digest-send-{i}", daemon=True)
+        for i in range(settings.smtp.connections)
+    ]
+    threads.append(threading.Thread(target=heartbeat, name="digest-lease", daemon=True))
+    for t in threads:
+        t.start()
+    try:
+        while not abort.is_set() and not (stop and stop.is_set()):
+            now = clock()
+            deliveries = claim(engine, settings, owner=owner, now=now)
+            if not deliveries:
+                break
+            for job in _compose_chunk(
+                engine, settings, renderer, cache, deliveries, report, now=now
+            ):
+                if abort.is_set() or (stop and stop.is_set()):
+                    _release(engine, job.delivery_id, owner=owner)
+                else:
+                    jobs.put(job)
+    finally:
+        for _ in range(settings.smtp.connections):
+            jobs.put(None)
+        for t in threads[:-1]:
+            t.join()
+        finished.set()
+        threads[-1].join()
+    return report
+
+
+def _renew(engine: Engine, settings: Settings, *, owner: str, now: datetime) -> None:
+    with Session(engine) as session:
+        session.exec(
+            update(Delivery)
+            .where(col(Delivery.lease_owner) == owner, col(Delivery.status) == "sending")
+            .values(lease_until=now + timedelta(seconds=settings.delivery.lease_seconds))
+        )
+        session.commit()
+
+
+def _release(engine: Engine, delivery_id: int, *, owner: str) -> None:
+    """Give a claimed delivery back to the queue untouched (no attempt counted)."""
+    with Session(engine) as session:
+        session.exec(
+            update(Delivery)
+            .where(
+                col(Delivery.id) == delivery_id,
+                col(Delivery.status) == "sending",
+                col(Delivery.lease_owner) == owner,
+            )
+            .values(status="queued", lease_owner=None, lease_until=None)
+        )
+        session.commit()
 
 
 def send(
@@ -417,57 +660,31 @@ def send(
     now: datetime | None = None,
     smtp_host: str | None = None,
     smtp_port: int | None = None,
-    plan_first: bool = True,
     progress: Callable[[int], None] | None = None,
 ) -> SendReport:
-    """Plan the current edition, then send every due delivery over reused SMTP connections."""
-    now = now or utcnow()
+    """Plan the current edition for every active reader, then send every due delivery."""
+    at = now or utcnow()
     report = SendReport()
-    if plan_first:
-        report.planned = plan(engine, settings, now=now)
-    owner = f"{socket.gethostname()}:{os.getpid()}:{threading.get_ident()}"
-    cache = _EditionCache(engine, settings)
-    jobs: queue.Queue[_Job | None] = queue.Queue(maxsize=settings.smtp.connections * 16)
-    done_lock = threading.Lock()
-
-    def sender() -> None:
-        with SmtpTransport(
-            settings.smtp, host_override=smtp_host, port_override=smtp_port
-        ) as transport:
-            while (job := jobs.get()) is not None:
-                try:
-                    transport.send(settings.smtp.from_address, job.to_addr, job.data)
-                except SendError as e:
-                    _record_failure(engine, settings, job, e, report)
-                except Exception as e:  # anything else is treated as temporary: retried later
-                    log.exception("send failed delivery=%s", job.delivery_id)
-                    _record_failure(
-                        engine, settings, job, SendError(f"{type(e).__name__}: {e}"), report
-                    )
-                else:
-                    _record_sent(engine, job, report)
-                if progress:
-                    with done_lock:
-                        progress(1)
-
-    threads = [
-        threading.Thread(target=sender, name=f"digest-send-{i}", daemon=True)
-        for i in range(settings.smtp.connections)
-    ]
-    for t in threads:
-        t.start()
-    try:
-        while deliveries := claim(engine, settings, owner=owner, now=now):
-            for job in _compose_chunk(
-                engine, settings, renderer, cache, deliveries, report, now=now
-            ):
-                jobs.put(job)
-    finally:
-        for _ in threads:
-            jobs.put(None)
-        for t in threads:
-            t.join()
+    report.planned = plan(engine, settings, now=at)
+    deliver(
+        engine,
+        settings,
+        renderer=renderer,
+        clock=lambda: at,
+        smtp_host=smtp_host,
+        smtp_port=smtp_port,
+        progress=progress,
+        report=report,
+    )
+    record_send_run(engine, report, started=at)
     return report
+
+
+def record_send_run(engine: Engine, report: SendReport, *, started: datetime) -> None:
+    """Log a send run for `digest status`, unless it did nothing."""
+    counts = report.as_counts()
+    if any(counts.values()):
+        record_run(engine, "send", started=started, counts=counts, errors=report.errors)
 
 
 def preview(

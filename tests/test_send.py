@@ -60,7 +60,7 @@ def test_digest_arrives_well_formed(seeded: Settings, smtp_server: Any) -> None:
     engine = make_engine(settings.database.url)
 
     report = outbox.send(engine, settings, renderer=Renderer.create())
-    assert (report.sent, report.failed, report.bounced) == (2, 0, 0)
+    assert (report.sent, report.failed, report.bounced) == (2, 0, 0), report.errors
     mails = {str(m["To"]): m for m in parsed(handler)}
     assert set(mails) == {"ada@example.org", "grace@example.org"}
     assert {tuple(e.rcpt_tos) for e in handler.envelopes} == {

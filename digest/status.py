@@ -1,0 +1,154 @@
+"""What `digest status` tells: the last runs, the outbox, and why a reader got (or did not get) mail."""
+
+from __future__ import annotations
+
+import dataclasses
+from collections import Counter
+from datetime import datetime, timedelta
+from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
+
+from sqlalchemy import func
+from sqlalchemy.engine import Engine
+from sqlmodel import Session, col, select
+
+from digest.config import Settings
+from digest.edition import weekly
+from digest.models import Delivery, Run, Source, Subscriber
+from digest.runs import last_run
+from digest.scheduler import ingest_trigger
+
+
+@dataclasses.dataclass(frozen=True, kw_only=True)
+class Overview:
+    """The state of the whole service."""
+
+    last_ingest: Run | None
+    last_send: Run | None
+    sources: list[Source]
+    subscribers: dict[str, int]
+    editions: list[tuple[str, dict[str, int]]]  # newest first
+    retries_waiting: int
+    next_retry: datetime | None
+    next_ingest: datetime | None
+    next_tick: datetime
+
+
+def overview(engine: Engine, settings: Settings, *, now: datetime) -> Overview:
+    """Gather the overview in a few queries."""
+    with Session(engine) as session:
+        sources = list(session.exec(select(Source).order_by(Source.name)).all())
+        subs = dict(
+            session.exec(
+                select(Subscriber.status, func.count()).group_by(col(Subscriber.status))
+            ).all()
+        )
+        recent = list(
+            session.exec(
+                select(Delivery.edition)
+                .group_by(col(Delivery.edition))
+                .order_by(col(Delivery.edition).desc())
+                .limit(5)
+            ).all()
+        )
+        per_edition: list[tuple[str, dict[str, int]]] = []
+        for edition in recent:
+            counts = dict(
+                session.exec(
+                    select(Delivery.status, func.count())
+                    .where(Delivery.edition == edition)
+                    .group_by(col(Delivery.status))
+                ).all()
+            )
+            per_edition.append((edition, counts))
+        waiting = session.exec(
+            select(func.count(), func.min(Delivery.next_attempt_at)).where(
+                Delivery.status == "failed",
+                col(Delivery.next_attempt_at).is_not(None),
+                Delivery.attempts < settings.delivery.max_attempts,
+            )
+        ).one()
+    return Overview(
+        last_ingest=last_run(engine, "ingest"),
+        last_send=last_run(engine, "send"),
+        sources=sources,
+        subscribers=subs,
+        editions=per_edition,
+        retries_waiting=int(waiting[0] or 0),
+        next_retry=waiting[1],
+        next_ingest=ingest_trigger(settings).get_next_fire_time(None, now),
+        next_tick=now + timedelta(seconds=settings.scheduler.tick_seconds),
+    )
+
+
+@dataclasses.dataclass(frozen=True, kw_only=True)
+class ReaderStatus:
+    """One reader's situation in plain words, and their recent deliveries."""
+
+    subscriber: Subscriber
+    verdict: str
+    deliveries: list[Delivery]
+
+
+def reader_status(engine: Engine, subscriber: Subscriber, *, now: datetime) -> ReaderStatus:
+    """Why this reader got, or did not get, today's digest."""
+    with Session(engine) as session:
+        deliveries = list(
+            session.exec(
+                select(Delivery)
+                .where(Delivery.subscriber_id == subscriber.id)
+                .order_by(col(Delivery.created_at).desc(), col(Delivery.id).desc())
+                .limit(10)
+            ).all()
+        )
+    try:
+        zone = ZoneInfo(subscriber.timezone)
+    except (ZoneInfoNotFoundError, ValueError):
+        zone = ZoneInfo("UTC")
+    local = now.astimezone(zone)
+    if subscriber.frequency == "weekly":
+        current = weekly(local.date(), zone).id
+        due_day = local.date() + timedelta(days=subscriber.weekday - local.weekday())
+    else:
+        current = local.date().isoformat()
+        due_day = local.date()
+    due_at = datetime(due_day.year, due_day.month, due_day.day, subscriber.send_hour, tzinfo=zone)
+    this = next((d for d in deliveries if d.edition == current), None)
+    verdict = _verdict(subscriber, this, current=current, due_at=due_at, local=local)
+    return ReaderStatus(subscriber=subscriber, verdict=verdict, deliveries=deliveries)
+
+
+def _verdict(
+    sub: Subscriber, this: Delivery | None, *, current: str, due_at: datetime, local: datetime
+) -> str:
+    if sub.status == "unsubscribed":
+        return "unsubscribed: no digest is sent"
+    if sub.status == "pending":
+        return "pending: the address has not been confirmed yet, so no digest is sent"
+    if sub.status == "bounced":
+        return f"bounced: the address was refused {sub.bounce_count} time(s); no digest is sent"
+    if this is None:
+        if local < due_at:
+            return f"not due yet: edition {current} is due at {due_at:%Y-%m-%d %H:%M %Z}"
+        return f"due: edition {current} will be planned on the next delivery tick"
+    if this.status == "sent":
+        n = len(this.paper_keys)
+        return f"sent: edition {current} went out at {this.sent_at:%Y-%m-%d %H:%M UTC} with {n} paper(s)"
+    if this.status == "skipped":
+        return f"no digest for edition {current}: {this.last_error or 'skipped'}"
+    if this.status == "bounced":
+        return f"bounced: edition {current} was refused: {this.last_error}"
+    if this.status == "failed":
+        if this.next_attempt_at is not None:
+            return (
+                f"failed (attempt {this.attempts}): {this.last_error}; "
+                f"next try at {this.next_attempt_at:%Y-%m-%d %H:%M UTC}"
+            )
+        return f"failed for good after {this.attempts} attempts: {this.last_error}"
+    return f"{this.status}: edition {current} is in the outbox"
+
+
+def counts_line(counts: dict[str, int]) -> str:
+    """``3 sent, 1 skipped`` from a status→count mapping, in a fixed order."""
+    order = ["planned", "queued", "sending", "sent", "skipped", "failed", "bounced"]
+    c = Counter(counts)
+    return ", ".join(f"{c[k]} {k}" for k in order if c.get(k)) or "nothing"
