@@ -2,11 +2,14 @@
 
 from __future__ import annotations
 
+import calendar
 import dataclasses
 import functools
 import json
 import logging
+import signal
 import sys
+import threading
 import webbrowser
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
@@ -21,6 +24,7 @@ from sqlmodel import Session, col, select
 
 from digest import __version__, outbox, subscribers
 from digest import edition as editions
+from digest import status as status_mod
 from digest.config import Settings, ensure_secret, load_settings
 from digest.db import make_engine
 from digest.errors import DigestError
@@ -648,18 +652,31 @@ def demo_cmd(app: App) -> None:
 @click.option(
     "--port", type=click.IntRange(1, 65535), default=None, help="Port (default: [web] port, 8000)."
 )
+@click.option(
+    "--scheduler/--no-scheduler",
+    "schedule",
+    default=True,
+    show_default=True,
+    help="Also run the schedule: ingest on its cron, deliver at each reader's hour.",
+)
 @with_app
-def serve_cmd(app: App, host: str | None, port: int | None) -> None:
-    """Run the web app: subscribe, confirm, preferences, unsubscribe, view in browser, archive.
+def serve_cmd(app: App, host: str | None, port: int | None, schedule: bool) -> None:
+    """Run the web app and the schedule.
 
-    Links in mail point at [site] base_url: behind a reverse proxy, set it to the public URL.
-    With no [smtp] host, confirmation mail goes to the embedded SMTP sink's Maildir.
+    The web app: subscribe, confirm, preferences, unsubscribe, view in browser, archive. Links
+    in mail point at [site] base_url: behind a reverse proxy, set it to the public URL. With no
+    [smtp] host, mail goes to the embedded SMTP sink's Maildir.
+
+    The schedule: ingest on [scheduler] ingest_cron, and a delivery tick every [scheduler]
+    tick_seconds that sends each reader their digest at their own hour ([scheduler] send =
+    false leaves the sending to `digest worker` processes).
     """
     # Imported here: the other commands need neither the web stack nor its start-up time.
     from urllib.parse import urlsplit
 
     import uvicorn
 
+    from digest.scheduler import build_scheduler
     from digest.web import create_app
 
     settings = app.settings
@@ -672,14 +689,160 @@ def serve_cmd(app: App, host: str | None, port: int | None) -> None:
     )
     click.echo(f"Serving on http://{host}:{port}/ (public address {settings.site.base_url})")
     click.echo(f"Mail goes via {mail}.")
-    uvicorn.run(
-        create_app(settings, app.engine),
-        host=host,
-        port=port,
-        # A base_url with a path (https://example.org/digest) is served under that prefix.
-        root_path=urlsplit(settings.site.base_url).path.rstrip("/"),
-        proxy_headers=settings.web.proxy_headers,
-        forwarded_allow_ips=settings.web.forwarded_allow_ips,
-        server_header=False,
-        log_level="info",
+    stop = threading.Event()
+    scheduler = None
+    sink, smtp_host, smtp_port = _sink_or_relay(app) if schedule else (None, None, None)
+    if sink is not None:
+        sink.start()
+    try:
+        if schedule:
+            scheduler = build_scheduler(
+                settings,
+                app.engine,
+                renderer=Renderer.create(snippet_chars=settings.digest.snippet_chars),
+                smtp_host=smtp_host,
+                smtp_port=smtp_port,
+                stop=stop,
+            )
+            scheduler.start()
+            click.echo(
+                f"Scheduler: ingest at {settings.scheduler.ingest_cron!r} "
+                f"({settings.digest.timezone}), delivery tick every "
+                f"{settings.scheduler.tick_seconds} s"
+                + ("." if settings.scheduler.send else " (planning only: workers send).")
+            )
+        uvicorn.run(
+            create_app(settings, app.engine),
+            host=host,
+            port=port,
+            # A base_url with a path (https://example.org/digest) is served under that prefix.
+            root_path=urlsplit(settings.site.base_url).path.rstrip("/"),
+            proxy_headers=settings.web.proxy_headers,
+            forwarded_allow_ips=settings.web.forwarded_allow_ips,
+            server_header=False,
+            log_level="info",
+        )
+    finally:
+        stop.set()
+        if scheduler is not None:
+            scheduler.shutdown(wait=True)
+        if sink is not None:
+            sink.stop()
+
+
+# ---------------------------------------------------------------------------------------------
+# operations
+
+
+@main.command("worker")
+@click.option("--once", is_flag=True, help="Send what is due now, then exit.")
+@click.option(
+    "--poll",
+    type=click.FloatRange(min=0.1),
+    default=5.0,
+    show_default=True,
+    help="Seconds to wait when nothing is due.",
+)
+@with_app
+def worker_cmd(app: App, once: bool, poll: float) -> None:
+    """Send due digests from the outbox; run any number of these, on any machines.
+
+    Workers claim deliveries under a lease (`SELECT … FOR UPDATE SKIP LOCKED` on PostgreSQL),
+    so none is sent twice; the scheduler in `digest serve` plans them (set [scheduler]
+    send = false there when workers do the sending). SIGTERM or Ctrl-C finishes the
+    messages in hand and exits.
+    """
+    stop = threading.Event()
+    for sig in (signal.SIGTERM, signal.SIGINT):
+        signal.signal(sig, lambda *_: stop.set())
+    renderer = Renderer.create(snippet_chars=app.settings.digest.snippet_chars)
+    sink, host, port = _sink_or_relay(app)
+    if sink is not None:
+        sink.start()
+    total = outbox.SendReport()
+    try:
+        while not stop.is_set():
+            report = outbox.deliver(
+                app.engine,
+                app.settings,
+                renderer=renderer,
+                smtp_host=host,
+                smtp_port=port,
+                stop=stop,
+            )
+            for key in ("sent", "skipped", "failed", "bounced"):
+                setattr(total, key, getattr(total, key) + getattr(report, key))
+            if once:
+                break
+            if not any(report.as_counts().values()):
+                stop.wait(poll)
+    finally:
+        if sink is not None:
+            sink.stop()
+    click.echo(f"Worker: {status_mod.counts_line(total.as_counts())}.")
+
+
+@main.command("status")
+@click.argument("email", required=False)
+@with_app
+def status_cmd(app: App, email: str | None) -> None:
+    """Show the last ingest and send runs, the outbox, and the next runs.
+
+    With EMAIL: why that reader got, or did not get, their digest (not due, no matches,
+    bounced, unsubscribed, …) and their recent deliveries.
+    """
+    now = utcnow()
+    if email:
+        sub = subscribers.get(app.engine, email)
+        st = status_mod.reader_status(app.engine, sub, now=now)
+        schedule = (
+            f"weekly on {calendar.day_name[sub.weekday]}" if sub.frequency == "weekly" else "daily"
+        )
+        click.echo(
+            f"{sub.email}: {sub.status}, {schedule} at {sub.send_hour:02d}:00 {sub.timezone}, "
+            f"{sub.max_papers} papers, keywords: {', '.join(sub.keywords)}"
+        )
+        click.echo(f"  {st.verdict}")
+        for d in st.deliveries:
+            error = f" — {d.last_error}" if d.last_error else ""
+            click.echo(
+                f"  {d.edition:<11} {d.status:<8} attempts {d.attempts} papers {len(d.paper_keys)}{error}"
+            )
+        return
+    o = status_mod.overview(app.engine, app.settings, now=now)
+    for label, run in (("Last ingest", o.last_ingest), ("Last send", o.last_send)):
+        if run is None:
+            click.echo(f"{label}: never")
+            continue
+        click.echo(
+            f"{label}: {run.started_at:%Y-%m-%d %H:%M UTC} — {status_mod.counts_line(run.counts)}"
+            + (f", {len(run.errors)} error(s)" if run.errors else "")
+        )
+        for err in run.errors[:5]:
+            click.secho(f"  ✗ {err}", fg="red")
+    if o.sources:
+        click.echo("Sources:")
+        for s in o.sources:
+            when = f"{s.last_fetch_at:%Y-%m-%d %H:%M}" if s.last_fetch_at else "never"
+            state = (
+                f"error: {s.last_error}" if s.last_error else f"{s.last_new} new of {s.last_count}"
+            )
+            click.echo(f"  {s.name}: {when} · {state}")
+    click.echo(
+        "Subscribers: "
+        + (", ".join(f"{n} {k}" for k, n in sorted(o.subscribers.items())) or "none")
+    )
+    click.echo("Deliveries:")
+    for edition, counts in o.editions:
+        click.echo(f"  {edition}: {status_mod.counts_line(counts)}")
+    if not o.editions:
+        click.echo("  none yet")
+    if o.retries_waiting:
+        click.echo(
+            f"  {o.retries_waiting} waiting to be retried, the next at {o.next_retry:%H:%M UTC}"
+        )
+    nxt = f"{o.next_ingest:%Y-%m-%d %H:%M %Z}" if o.next_ingest else "never"
+    click.echo(
+        f"Next runs (under `digest serve`): ingest at {nxt} ({app.settings.scheduler.ingest_cron!r}); "
+        f"delivery tick every {app.settings.scheduler.tick_seconds} s."
     )

@@ -18,6 +18,8 @@ from pathlib import Path
 from typing import Any, Literal, get_args, get_origin
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
+from apscheduler.triggers.cron import CronTrigger
+
 from digest.errors import ConfigError
 from digest.resources import default_config_path
 
@@ -87,6 +89,25 @@ class DeliverySettings:
     lease_seconds: float = 600.0
     bounce_limit: int = 3
     empty: Literal["skip", "note"] = "skip"
+    rate_per_second: float = 0.0  # 0: as fast as the connections go
+
+
+@dataclasses.dataclass(frozen=True, kw_only=True)
+class SchedulerSettings:
+    """What `digest serve` runs on its own, and when."""
+
+    ingest_cron: str = "0 5 * * *"
+    tick_seconds: int = 60
+    send: bool = True  # false: only plan; separate `digest worker` processes send
+
+
+@dataclasses.dataclass(frozen=True, kw_only=True)
+class DkimSettings:
+    """Optional DKIM signing of every message; an empty key_file turns it off."""
+
+    key_file: str = ""
+    selector: str = ""
+    domain: str = ""
 
 
 @dataclasses.dataclass(frozen=True, kw_only=True)
@@ -131,6 +152,8 @@ class Settings:
     delivery: DeliverySettings = DeliverySettings()
     ingest: IngestSettings = IngestSettings()
     web: WebSettings = WebSettings()
+    scheduler: SchedulerSettings = SchedulerSettings()
+    dkim: DkimSettings = DkimSettings()
     sources: tuple[SourceSettings, ...] = ()
     secret_key: str = dataclasses.field(default="", repr=False)
     config_path: str = ""
@@ -156,6 +179,8 @@ _SECTIONS: dict[str, type[Any]] = {
     "delivery": DeliverySettings,
     "ingest": IngestSettings,
     "web": WebSettings,
+    "scheduler": SchedulerSettings,
+    "dkim": DkimSettings,
 }
 # Secrets are read from the environment only: a value for them in the file is refused.
 _ENV_ONLY = {("smtp", "password")}
@@ -241,6 +266,12 @@ def _validate(settings: Settings, source: str) -> None:
         ),
         (settings.delivery.lease_seconds > 0, "[delivery] lease_seconds: must be positive"),
         (settings.delivery.bounce_limit >= 1, "[delivery] bounce_limit: must be at least 1"),
+        (settings.delivery.rate_per_second >= 0, "[delivery] rate_per_second: must be 0 or more"),
+        (settings.scheduler.tick_seconds >= 1, "[scheduler] tick_seconds: must be at least 1"),
+        (
+            not settings.dkim.key_file or bool(settings.dkim.selector and settings.dkim.domain),
+            "[dkim] selector and domain: both are needed with key_file",
+        ),
         (settings.ingest.max_bytes >= 1024, "[ingest] max_bytes: must be at least 1024"),
         (settings.ingest.timeout > 0, "[ingest] timeout: must be positive"),
         (settings.ingest.concurrency >= 1, "[ingest] concurrency: must be at least 1"),
@@ -267,6 +298,13 @@ def _validate(settings: Settings, source: str) -> None:
     except (ZoneInfoNotFoundError, ValueError):
         raise ConfigError(
             f"{source}: [digest] timezone: unknown time zone {settings.digest.timezone!r}"
+        ) from None
+    try:
+        CronTrigger.from_crontab(settings.scheduler.ingest_cron, timezone=settings.digest.timezone)
+    except ValueError as e:
+        raise ConfigError(
+            f"{source}: [scheduler] ingest_cron: not a crontab line "
+            f"(minute hour day month weekday): {settings.scheduler.ingest_cron!r}: {e}"
         ) from None
 
 

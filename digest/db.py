@@ -55,18 +55,19 @@ def insert_ignore(
     """Bulk-insert rows, skipping those that clash on ``conflict``; the number inserted."""
     if not rows:
         return 0
+    table = table_of(model)
     dialect = engine_or_conn.dialect.name
     if dialect == "sqlite":
-        stmt: Any = sqlite_insert(table_of(model)).on_conflict_do_nothing(
-            index_elements=list(conflict)
-        )
+        stmt: Any = sqlite_insert(table)
     elif dialect == "postgresql":
-        stmt = pg_insert(table_of(model)).on_conflict_do_nothing(index_elements=list(conflict))
+        stmt = pg_insert(table)
     else:  # pragma: no cover - only SQLite and PostgreSQL are supported
         raise NotImplementedError(f"unsupported database {dialect}")
+    # RETURNING gives back only the rows really inserted (rowcount is unreliable for
+    # executemany on some drivers).
+    key = table.primary_key.columns.values()[0]
+    stmt = stmt.on_conflict_do_nothing(index_elements=list(conflict)).returning(key)
     if isinstance(engine_or_conn, Engine):
         with engine_or_conn.begin() as conn:
-            result = conn.execute(stmt, list(rows))
-    else:
-        result = engine_or_conn.execute(stmt, list(rows))
-    return max(int(result.rowcount or 0), 0)
+            return len(conn.execute(stmt, list(rows)).all())
+    return len(engine_or_conn.execute(stmt, list(rows)).all())

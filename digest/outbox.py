@@ -424,8 +424,7 @@ def _finish(
     report.count(status, None if status == "skipped" else error)
 
 
-def _record_sent(engine: Engine, job: _Job, report: SendReport) -> None:
-    now = utcnow()
+def _record_sent(engine: Engine, job: _Job, report: SendReport, *, now: datetime) -> None:
     with engine.begin() as conn:
         conn.execute(
             update(Delivery)
@@ -468,9 +467,14 @@ def _record_sent(engine: Engine, job: _Job, report: SendReport) -> None:
 
 
 def _record_failure(
-    engine: Engine, settings: Settings, job: _Job, error: SendError, report: SendReport
+    engine: Engine,
+    settings: Settings,
+    job: _Job,
+    error: SendError,
+    report: SendReport,
+    *,
+    now: datetime,
 ) -> None:
-    now = utcnow()
     with Session(engine) as session:
         d = session.get(Delivery, job.delivery_id)
         if d is None:  # pragma: no cover - deleted under our feet
@@ -570,7 +574,7 @@ def deliver(
                 try:
                     transport.send(settings.smtp.from_address, job.to_addr, data)
                 except SendError as e:
-                    _record_failure(engine, settings, job, e, report)
+                    _record_failure(engine, settings, job, e, report, now=clock())
                     failures = failures + 1 if e.code is None and not e.permanent else 0
                     if failures >= CONNECTION_FAILURES_TO_ABORT and not abort.is_set():
                         log.error("event=abort reason=%r", str(e))
@@ -578,12 +582,11 @@ def deliver(
                         abort.set()
                 except Exception as e:  # anything else is treated as temporary: retried later
                     log.exception("event=send-error delivery=%s", job.delivery_id)
-                    _record_failure(
-                        engine, settings, job, SendError(f"{type(e).__name__}: {e}"), report
-                    )
+                    error = SendError(f"{type(e).__name__}: {e}")
+                    _record_failure(engine, settings, job, error, report, now=clock())
                 else:
                     failures = 0
-                    _record_sent(engine, job, report)
+                    _record_sent(engine, job, report, now=clock())
                 if progress:
                     with done_lock:
                         progress(1)

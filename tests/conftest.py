@@ -142,3 +142,30 @@ base_url = "https://digest.example.org"
     return load_settings(
         config, env={"DIGEST_SECRET_KEY": "test-secret-" + "x" * 32}, base_dir=tmp_path
     )
+
+
+@pytest.fixture
+def pg_url() -> Iterator[str]:
+    """A fresh database on the PostgreSQL that .ci/run starts (DIGEST_TEST_POSTGRES_URL).
+
+    Skips when no server is configured, unless DIGEST_REQUIRE_POSTGRES=1 (as in CI).
+    """
+    import os
+    import uuid
+
+    from sqlalchemy import create_engine, text
+
+    base = os.environ.get("DIGEST_TEST_POSTGRES_URL")
+    if not base:
+        if os.environ.get("DIGEST_REQUIRE_POSTGRES") == "1":
+            pytest.fail("DIGEST_REQUIRE_POSTGRES=1 but DIGEST_TEST_POSTGRES_URL is not set")
+        pytest.skip('no PostgreSQL: run `eval "$(.ci/postgres)"` to start one (CI does)')
+    name = f"digest_test_{uuid.uuid4().hex[:12]}"
+    admin = create_engine(base, isolation_level="AUTOCOMMIT")
+    with admin.connect() as conn:
+        conn.execute(text(f'CREATE DATABASE "{name}"'))
+    url = base.rsplit("/", 1)[0] + "/" + name
+    yield url
+    with admin.connect() as conn:
+        conn.execute(text(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)'))
+    admin.dispose()

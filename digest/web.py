@@ -1,0 +1,1490 @@
+"""The web app: subscribe (double opt-in), confirm, preferences, one-click unsubscribe, view a
+sent digest in the browser, and the public archive with its Atom feed.
+
+:func:`create_app` builds a Starlette app from settings and an engine; nothing is global, so
+each test builds its own. Pages are server-rendered Jinja (autoescaped) and work without
+JavaScript; ``/static/site.js`` only adds the browser's time zone and the live ranking.
+
+Every link a reader gets in mail carries a signed token (:mod:`digest.tokens`) naming one
+purpose and one subscriber at one token version: a tampered, expired, wrong-purpose or revoked
+token gets a 4xx page and changes nothing. Forms carry a signed double-submit CSRF token; the
+RFC 8058 one-click unsubscribe POST needs none. Request bodies are bounded, and every response
+carries a Content-Security-Policy that allows scripts from this site only.
+
+Subscribing answers with the same page whatever the address's state (no enumeration) and mails
+in a background task after the response, so its timing says nothing either; at most one mail
+per address goes out per ``[web] confirm_interval_seconds``, claimed with one conditional
+UPDATE so concurrent requests cannot both win.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import dataclasses
+import hashlib
+import hmac
+import logging
+import re
+import secrets
+import threading
+import time
+import xml.etree.ElementTree as ET
+from collections.abc import AsyncIterator, Callable, Mapping, Sequence
+from datetime import UTC, date, datetime, timedelta
+from pathlib import Path
+from typing import Any
+from urllib.parse import urlsplit
+from zoneinfo import ZoneInfo, available_timezones
+
+import jinja2
+from itsdangerous import BadSignature, SignatureExpired, URLSafeTimedSerializer
+from sqlalchemy import or_, text, update
+from sqlalchemy.engine import Engine
+from sqlalchemy.exc import IntegrityError, SQLAlchemyError
+from sqlmodel import Session, col, select
+from starlette.applications import Starlette
+from starlette.background import BackgroundTask
+from starlette.concurrency import run_in_threadpool
+from starlette.datastructures import MutableHeaders
+from starlette.exceptions import HTTPException
+from starlette.middleware import Middleware
+from starlette.requests import Request
+from starlette.responses import (
+    HTMLResponse,
+    JSONResponse,
+    PlainTextResponse,
+    RedirectResponse,
+    Response,
+)
+from starlette.routing import Mount, Route
+from starlette.staticfiles import StaticFiles
+from starlette.types import ASGIApp, Message, Receive, Scope, Send
+
+from digest import edition as editions
+from digest.compose import context_for, doc_of, links_for, profile_of
+from digest.config import Settings
+from digest.errors import DigestError, SendError, SubscriberError
+from digest.mailer import SmtpTransport, build_message, new_message_id
+from digest.models import Delivery, Paper, Subscriber, utcnow
+from digest.outbox import edition_papers
+from digest.ranking import MAX_KEYWORD_CHARS, MAX_KEYWORDS, Index, Profile, Ranked, parse_keywords
+from digest.render import ConfirmContext, Renderer, short_authors
+from digest.resources import templates_dir
+from digest.sink import Sink
+from digest.subscribers import FREQUENCIES, Interests, make_interests, normalise_email
+from digest.tokens import MAX_AGE, Purpose, TokenError, make_token, read_token
+
+log = logging.getLogger("digest.web")
+
+MAX_EMAIL_CHARS = 254  # RFC 5321: a forward path holds at most 254 characters of address
+MAX_KEYWORDS_FIELD = 2000
+MAX_TIMEZONE_CHARS = 64
+MAX_PAPERS_CHOICE = 50
+MAX_FORM_FIELDS = 40
+TOP_PAPERS = 8
+RANK_LIMIT_DEFAULT = 10
+RANK_CACHE_SECONDS = 300.0
+ARCHIVE_DAYS = 14
+ARCHIVE_PER_DAY = 5
+CSRF_MAX_AGE = 2 * 24 * 3600
+CSRF_FIELD = "csrf"
+ONE_CLICK = ("List-Unsubscribe", "One-Click")
+WEEKDAYS = ("Monday", "Tuesday", "Wednesday", "Thursday", "Friday", "Saturday", "Sunday")
+
+_KEYWORD_SPLIT = re.compile(r"[,;\n\r]+")
+_EDITION_ID = re.compile(r"\d{4}-\d{2}-\d{2}|\d{4}-W\d{2}")
+_COOKIE_VALUE = re.compile(r"[A-Za-z0-9_-]{32,64}")
+_TIMEZONE_LIST_SKIP = ("Etc/", "SystemV/", "US/", "posix", "right/")
+
+PAGE_CSP = (
+    "default-src 'none'; script-src 'self'; style-src 'self'; img-src 'self' data:; "
+    "connect-src 'self'; form-action 'self'; base-uri 'none'; frame-ancestors 'none'"
+)
+# A sent digest is the email's HTML: inline styles and remote images, never scripts or forms.
+DIGEST_CSP = (
+    "default-src 'none'; style-src 'unsafe-inline'; img-src https: data:; form-action 'none'; "
+    "base-uri 'none'; frame-ancestors 'none'"
+)
+SECURITY_HEADERS = (
+    ("x-content-type-options", "nosniff"),
+    ("x-frame-options", "DENY"),
+    # Tokens live in URLs: never send them on to the sites a page links to.
+    ("referrer-policy", "no-referrer"),
+    ("cross-origin-opener-policy", "same-origin"),
+    ("permissions-policy", "camera=(), microphone=(), geolocation=(), interest-cohort=()"),
+)
+
+
+# ---------------------------------------------------------------------------------------------
+# middleware
+
+
+class SecurityHeadersMiddleware:
+    """Adds the security headers (and the default CSP) to every HTTP response."""
+
+    def __init__(self, app: ASGIApp) -> None:
+        self.app = app
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+
+        async def send_with_headers(message: Message) -> None:
+            if message["type"] == "http.response.start":
+                headers = MutableHeaders(scope=message)
+                headers.setdefault("content-security-policy", PAGE_CSP)
+                for name, value in SECURITY_HEADERS:
+                    headers.setdefault(name, value)
+            await send(message)
+
+        await self.app(scope, receive, send_with_headers)
+
+
+class _BodyTooLarge(Exception):
+    """Raised inside the app when a request body grows past the limit."""
+
+
+class BodyLimitMiddleware:
+    """Answers 413 to a request whose body is (or grows) larger than ``max_bytes``."""
+
+    def __init__(self, app: ASGIApp, *, max_bytes: int, too_large: Callable[[], Response]) -> None:
+        self.app = app
+        self.max_bytes = max_bytes
+        self.too_large = too_large
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+        for name, value in scope["headers"]:
+            if name == b"content-length":
+                try:
+                    declared = int(value)
+                except ValueError:
+                    await PlainTextResponse("Bad Content-Length", status_code=400)(
+                        scope, receive, send
+                    )
+                    return
+                if declared > self.max_bytes:
+                    await self.too_large()(scope, receive, send)
+                    return
+        received = 0
+        started = False
+
+        async def limited_receive() -> Message:
+            nonlocal received
+            message = await receive()
+            if message["type"] == "http.request":
+                received += len(message.get("body", b""))
+                if received > self.max_bytes:
+                    raise _BodyTooLarge
+            return message
+
+        async def tracking_send(message: Message) -> None:
+            nonlocal started
+            if message["type"] == "http.response.start":
+                started = True
+            await send(message)
+
+        try:
+            await self.app(scope, limited_receive, tracking_send)
+        except _BodyTooLarge:
+            if not started:
+                await self.too_large()(scope, receive, send)
+
+
+# ---------------------------------------------------------------------------------------------
+# sending the web app's mail
+
+
+class Postman:
+    """Sends the web app's mail: through ``[smtp]`` when a host is set, else into the sink.
+
+    With no relay, :meth:`start` (run by the app's lifespan, i.e. for as long as ``digest
+    serve`` runs) starts one embedded SMTP sink; without a lifespan (an app used bare), each
+    send starts and stops its own sink, which is slower but never leaves a server running.
+    """
+
+    def __init__(self, settings: Settings) -> None:
+        self.settings = settings
+        self._sink: Sink | None = None
+        self._lock = threading.Lock()
+
+    def start(self) -> None:
+        """Start the embedded sink when mail has nowhere else to go."""
+        with self._lock:
+            if not self.settings.smtp.host and self._sink is None:
+                self._sink = self._new_sink().start()
+
+    def stop(self) -> None:
+        """Stop the embedded sink, if one runs."""
+        with self._lock:
+            sink, self._sink = self._sink, None
+        if sink is not None:
+            sink.stop()
+
+    def _new_sink(self) -> Sink:
+        s = self.settings.sink
+        return Sink(self.settings.path(s.maildir), host=s.host, port=s.port)
+
+    def send(self, to_addr: str, data: bytes) -> None:
+        """Send one message now; SendError when it cannot be handed over."""
+        smtp = self.settings.smtp
+        if smtp.host:
+            with SmtpTransport(smtp) as transport:
+                transport.send(smtp.from_address, to_addr, data)
+            return
+        # The sink is on loopback and speaks neither TLS nor AUTH.
+        local = dataclasses.replace(smtp, security="none", username="")
+        sink = self._sink
+        if sink is not None:
+            with SmtpTransport(
+                local, host_override=sink.host, port_override=sink.port
+            ) as transport:
+                transport.send(smtp.from_address, to_addr, data)
+            return
+        with (
+            self._new_sink() as own,
+            SmtpTransport(local, host_override=own.host, port_override=own.port) as transport,
+        ):
+            transport.send(smtp.from_address, to_addr, data)
+
+
+def confirm_url(settings: Settings, subscriber: Subscriber) -> str:
+    """The signed link that confirms this subscriber's address."""
+    token = make_token(
+        settings.secret_key,
+        "confirm",
+        subscriber_id=subscriber.id or 0,
+        version=subscriber.token_version,
+    )
+    return f"{settings.site.base_url.rstrip('/')}/confirm/{token}"
+
+
+def confirmation_message(
+    settings: Settings, renderer: Renderer, subscriber: Subscriber, *, now: datetime
+) -> bytes:
+    """The confirm-your-subscription mail for a pending subscriber, as wire bytes."""
+    days = (MAX_AGE["confirm"] or 0) // 86400
+    rendered = renderer.render_confirm(
+        ConfirmContext(
+            site_name=settings.site.name,
+            base_url=settings.site.base_url,
+            recipient=subscriber.email,
+            confirm_url=confirm_url(settings, subscriber),
+            keywords=tuple(subscriber.keywords),
+            expires_note=f"The link works for {days} days." if days else None,
+        )
+    )
+    return _message(settings, subscriber, rendered.subject, rendered.text, rendered.html, now=now)
+
+
+def _message(
+    settings: Settings,
+    subscriber: Subscriber,
+    subject: str,
+    text_body: str,
+    html: str,
+    *,
+    now: datetime,
+) -> bytes:
+    links = links_for(settings, subscriber, None)
+    domain = settings.smtp.from_address.rpartition("@")[2] or "localhost"
+    return build_message(
+        from_addr=settings.smtp.from_address,
+        from_name=settings.smtp.from_name,
+        to_addr=subscriber.email,
+        subject=subject,
+        text=text_body,
+        html=html,
+        message_id=new_message_id(domain),
+        date=now,
+        list_id=settings.site.list_id,
+        unsubscribe_url=links.unsubscribe,
+        unsubscribe_mailto=settings.site.unsubscribe_mailto,
+    )
+
+
+# ---------------------------------------------------------------------------------------------
+# forms
+
+
+@dataclasses.dataclass(frozen=True, kw_only=True)
+class FormResult:
+    """A submitted subscribe or preferences form: what was typed, the errors, the result."""
+
+    values: dict[str, str]
+    errors: dict[str, str]
+    email: str | None = None
+    interests: Interests | None = None
+
+
+def _keyword_error(raw: str, *, required: bool) -> str | None:
+    if len(raw) > MAX_KEYWORDS_FIELD:
+        return f"Keep this under {MAX_KEYWORDS_FIELD} characters."
+    pieces = [p.strip() for p in _KEYWORD_SPLIT.split(raw) if p.strip()]
+    if required and not parse_keywords(raw):
+        return "Give at least one keyword, e.g. llm inference, quantization."
+    if len(pieces) > MAX_KEYWORDS:
+        return f"At most {MAX_KEYWORDS} keywords."
+    if any(len(p) > MAX_KEYWORD_CHARS for p in pieces):
+        return f"Each keyword can be at most {MAX_KEYWORD_CHARS} characters."
+    return None
+
+
+def _int_field(raw: str, low: int, high: int) -> int | None:
+    raw = raw.strip()
+    if not raw or len(raw) > 4 or not raw.isascii() or not raw.isdigit():
+        return None
+    value = int(raw)
+    return value if low <= value <= high else None
+
+
+def read_form(
+    form: Mapping[str, str],
+    *,
+    zones: frozenset[str],
+    with_email: bool,
+) -> FormResult:
+    """Validate a subscribe (``with_email``) or preferences form; errors are keyed by field."""
+    values = {
+        name: form.get(name, "")
+        for name in (
+            "email",
+            "keywords",
+            "exclude",
+            "frequency",
+            "weekday",
+            "send_hour",
+            "timezone",
+            "max_papers",
+        )
+    }
+    errors: dict[str, str] = {}
+    email: str | None = None
+    if with_email:
+        raw = values["email"].strip()
+        if not raw:
+            errors["email"] = "Enter your email address."
+        elif len(raw) > MAX_EMAIL_CHARS:
+            errors["email"] = f"An email address has at most {MAX_EMAIL_CHARS} characters."
+        else:
+            try:
+                email = normalise_email(raw)
+            except SubscriberError as e:
+                reason = str(e.__cause__) if e.__cause__ else str(e)
+                errors["email"] = f"That is not a valid email address: {reason}"
+            if email is not None and len(email) > MAX_EMAIL_CHARS:
+                email, errors["email"] = None, "That email address is too long."
+    for name, required in (("keywords", True), ("exclude", False)):
+        problem = _keyword_error(values[name], required=required)
+        if problem:
+            errors[name] = problem
+    frequency = values["frequency"]
+    if frequency not in FREQUENCIES:
+        errors["frequency"] = "Choose daily or weekly."
+    weekday = _int_field(values["weekday"] or "0", 0, 6)
+    if weekday is None:
+        errors["weekday"] = "Choose a day of the week."
+    send_hour = _int_field(values["send_hour"], 0, 23)
+    if send_hour is None:
+        errors["send_hour"] = "Choose an hour from 0 to 23."
+    zone = values["timezone"].strip()
+    if len(zone) > MAX_TIMEZONE_CHARS or zone not in zones:
+        errors["timezone"] = "Choose a time zone from the list."
+    max_papers = _int_field(values["max_papers"], 1, MAX_PAPERS_CHOICE)
+    if max_papers is None:
+        errors["max_papers"] = f"Choose from 1 to {MAX_PAPERS_CHOICE} papers."
+    if errors:
+        return FormResult(values=values, errors=errors)
+    assert weekday is not None and send_hour is not None and max_papers is not None
+    try:
+        interests = make_interests(
+            values["keywords"],
+            exclude=values["exclude"],
+            frequency=frequency,
+            weekday=weekday,
+            send_hour=send_hour,
+            timezone=zone,
+            max_papers=max_papers,
+        )
+    except SubscriberError as e:  # make_interests checks the same: a backstop, not a path
+        return FormResult(values=values, errors={"form": str(e)})
+    return FormResult(values=values, errors={}, email=email, interests=interests)
+
+
+def _form_values(row: Subscriber) -> dict[str, str]:
+    return {
+        "email": row.email,
+        "keywords": ", ".join(row.keywords),
+        "exclude": ", ".join(row.exclude),
+        "frequency": row.frequency,
+        "weekday": str(row.weekday),
+        "send_hour": str(row.send_hour),
+        "timezone": row.timezone,
+        "max_papers": str(row.max_papers),
+    }
+
+
+def timezone_names() -> tuple[frozenset[str], tuple[str, ...]]:
+    """(the zones accepted, the zones the form lists): legacy aliases are accepted, not listed."""
+    every = frozenset(available_timezones()) | {"UTC"}
+    listed = sorted(z for z in every if "/" in z and not z.startswith(_TIMEZONE_LIST_SKIP))
+    return every, ("UTC", *listed)
+
+
+# ---------------------------------------------------------------------------------------------
+# the database side of each page
+
+
+class LinkError(DigestError):
+    """A link whose token is bad, expired or revoked; ``status`` is the HTTP answer."""
+
+    def __init__(self, message: str, *, status: int, title: str) -> None:
+        super().__init__(message)
+        self.status = status
+        self.title = title
+
+
+def subscriber_for(engine: Engine, secret: str, purpose: Purpose, token: str) -> Subscriber:
+    """The subscriber a token names, or LinkError when it is bad, expired or revoked."""
+    try:
+        subscriber_id, version = read_token(secret, purpose, token)
+    except TokenError as e:
+        if isinstance(e.__cause__, SignatureExpired):
+            raise LinkError(
+                "Subscribe again from the home page to get a fresh one.",
+                status=410,
+                title="This link has expired",
+            ) from e
+        raise LinkError(
+            "It may have been cut short or changed: copy the whole link from the mail.",
+            status=400,
+            title="This link is not valid",
+        ) from e
+    with Session(engine) as session:
+        row = session.get(Subscriber, subscriber_id)
+    if row is None:
+        raise LinkError(
+            "It may have been cut short or changed: copy the whole link from the mail.",
+            status=400,
+            title="This link is not valid",
+        )
+    if row.token_version != version:
+        raise LinkError(
+            "It has been revoked. Use the links in your most recent digest.",
+            status=410,
+            title="This link is no longer valid",
+        )
+    return row
+
+
+@dataclasses.dataclass(frozen=True, kw_only=True)
+class Outgoing:
+    """A mail the subscribe request earned: which kind, to whom, and the slot it claimed."""
+
+    kind: str  # "confirm" | "already"
+    subscriber_id: int
+    claimed_at: datetime
+    previous: datetime | None
+
+
+def subscribe(
+    engine: Engine,
+    email: str,
+    interests: Interests,
+    *,
+    now: datetime,
+    interval_seconds: int,
+) -> Outgoing | None:
+    """Record a web subscription; the mail to send, or None when the address had one recently.
+
+    A new address becomes a pending subscriber; a pending, unsubscribed or bounced one gets the
+    new interests and becomes pending again (it must confirm); an active one is left alone.
+    """
+    with Session(engine) as session:
+        row = session.exec(select(Subscriber).where(Subscriber.email == email)).first()
+        if row is None:
+            row = Subscriber(email=email, status="pending", created_at=now)
+            _apply(row, interests, now=now)
+            session.add(row)
+            try:
+                session.commit()
+            except IntegrityError:  # the same address, submitted twice at once
+                session.rollback()
+                row = session.exec(select(Subscriber).where(Subscriber.email == email)).one()
+        elif row.status != "active":
+            _apply(row, interests, now=now)
+            row.status = "pending"
+            session.add(row)
+            session.commit()
+        session.refresh(row)
+        kind = "already" if row.status == "active" else "confirm"
+        subscriber_id, previous = row.id or 0, row.last_confirmation_at
+    if not claim_mail_slot(engine, subscriber_id, now=now, interval_seconds=interval_seconds):
+        return None
+    return Outgoing(kind=kind, subscriber_id=subscriber_id, claimed_at=now, previous=previous)
+
+
+def _apply(row: Subscriber, interests: Interests, *, now: datetime) -> None:
+    row.keywords = list(interests.keywords)
+    row.exclude = list(interests.exclude)
+    row.frequency = interests.frequency
+    row.weekday = interests.weekday
+    row.send_hour = interests.send_hour
+    row.timezone = interests.timezone
+    row.max_papers = interests.max_papers
+    row.updated_at = now
+
+
+def claim_mail_slot(
+    engine: Engine, subscriber_id: int, *, now: datetime, interval_seconds: int
+) -> bool:
+    """Take the address's one mail per interval: true for exactly one of racing requests."""
+    cutoff = now - timedelta(seconds=interval_seconds)
+    stmt = (
+        update(Subscriber)
+        .where(
+            col(Subscriber.id) == subscriber_id,
+            or_(
+                col(Subscriber.last_confirmation_at).is_(None),
+                col(Subscriber.last_confirmation_at) <= cutoff,
+            ),
+        )
+        .values(last_confirmation_at=now)
+    )
+    with engine.begin() as conn:
+        return conn.execute(stmt).rowcount == 1
+
+
+def release_mail_slot(engine: Engine, outgoing: Outgoing) -> None:
+    """Give the slot back after a failed send, unless another request took it since."""
+    stmt = (
+        update(Subscriber)
+        .where(
+            col(Subscriber.id) == outgoing.subscriber_id,
+            col(Subscriber.last_confirmation_at) == outgoing.claimed_at,
+        )
+        .values(last_confirmation_at=outgoing.previous)
+    )
+    with engine.begin() as conn:
+        conn.execute(stmt)
+
+
+def confirm(engine: Engine, row: Subscriber, *, now: datetime) -> str:
+    """Activate a pending subscriber; the resulting status ("active", or why not)."""
+    with engine.begin() as conn:
+        conn.execute(
+            update(Subscriber)
+            .where(
+                col(Subscriber.id) == row.id,
+                col(Subscriber.status) == "pending",
+                col(Subscriber.token_version) == row.token_version,
+            )
+            .values(status="active", confirmed_at=now, updated_at=now, bounce_count=0)
+        )
+    with Session(engine) as session:
+        fresh = session.get(Subscriber, row.id)
+    return fresh.status if fresh is not None else "gone"
+
+
+def save_preferences(
+    engine: Engine, row: Subscriber, interests: Interests, *, now: datetime
+) -> bool:
+    """Store new interests for the subscriber a token named; false if it was revoked meanwhile."""
+    with Session(engine) as session:
+        fresh = session.get(Subscriber, row.id)
+        if fresh is None or fresh.token_version != row.token_version:
+            return False
+        _apply(fresh, interests, now=now)
+        session.add(fresh)
+        session.commit()
+    return True
+
+
+def unsubscribe(engine: Engine, row: Subscriber, *, now: datetime) -> None:
+    """Mark the subscriber a token named unsubscribed (safe to repeat)."""
+    with engine.begin() as conn:
+        conn.execute(
+            update(Subscriber)
+            .where(
+                col(Subscriber.id) == row.id,
+                col(Subscriber.status) != "unsubscribed",
+                col(Subscriber.token_version) == row.token_version,
+            )
+            .values(status="unsubscribed", unsubscribed_at=now, updated_at=now)
+        )
+
+
+# ---------------------------------------------------------------------------------------------
+# papers: the current edition, its ranking, the archive
+
+
+@dataclasses.dataclass(frozen=True, kw_only=True)
+class PaperView:
+    """A paper as the pages and the ranking API show it."""
+
+    key: str
+    title: str
+    url: str
+    authors: str
+    upvotes: int | None
+    reason: str = ""
+
+
+def _paper_url(paper: Paper) -> str:
+    for candidate in (paper.url, paper.pdf_url):
+        if candidate and urlsplit(candidate).scheme in ("http", "https"):
+            return candidate
+    return ""
+
+
+def paper_view(paper: Paper, reason: str = "") -> PaperView:
+    """What a page shows of a paper (only http(s) links survive)."""
+    return PaperView(
+        key=paper.key,
+        title=" ".join(paper.title.split())[:300] or "Untitled",
+        url=_paper_url(paper),
+        authors=short_authors(paper.authors),
+        upvotes=paper.upvotes if isinstance(paper.upvotes, int) and paper.upvotes >= 0 else None,
+        reason=reason,
+    )
+
+
+def _popularity(paper: Paper) -> tuple[int, int, float]:
+    seen = paper.first_seen_at.timestamp() if paper.first_seen_at else 0.0
+    return (-(paper.upvotes or 0), -(paper.comments or 0), -seen)
+
+
+@dataclasses.dataclass
+class _EditionIndex:
+    edition: editions.Edition
+    papers: dict[str, Paper]
+    built: float
+    index: Index | None = None  # built at the first ranking: the home page needs none
+    lock: threading.Lock = dataclasses.field(default_factory=threading.Lock)
+
+
+class EditionRanker:
+    """The current edition's papers and ranking index, rebuilt every few minutes.
+
+    Rebuilding also drops the index's cache of compiled keywords, which the public ranking
+    API would otherwise grow without bound.
+    """
+
+    def __init__(
+        self, engine: Engine, settings: Settings, *, max_age: float = RANK_CACHE_SECONDS
+    ) -> None:
+        self.engine, self.settings, self.max_age = engine, settings, max_age
+        self._current: _EditionIndex | None = None
+        self._lock = threading.Lock()
+
+    def get(self, now: datetime) -> _EditionIndex:
+        """The index of the daily edition ``now`` falls in."""
+        ed = editions.current(now, self.settings.zone)
+        with self._lock:
+            cur = self._current
+            if (
+                cur is None
+                or cur.edition.id != ed.id
+                or time.monotonic() - cur.built > self.max_age
+            ):
+                papers = edition_papers(self.engine, self.settings, ed)
+                cur = _EditionIndex(
+                    edition=ed,
+                    papers={p.key: p for p in papers},
+                    built=time.monotonic(),
+                )
+                self._current = cur
+            return cur
+
+    def top(
+        self, now: datetime, limit: int = TOP_PAPERS
+    ) -> tuple[editions.Edition, list[PaperView]]:
+        """The edition's most upvoted papers, newest first among equals."""
+        cur = self.get(now)
+        best = sorted(cur.papers.values(), key=_popularity)[:limit]
+        return cur.edition, [paper_view(p) for p in best]
+
+    def rank(
+        self, now: datetime, keywords: Sequence[str], exclude: Sequence[str], limit: int
+    ) -> tuple[editions.Edition, int, list[PaperView]]:
+        """(edition, papers in it, what these keywords would pick from it)."""
+        cur = self.get(now)
+        if not keywords:
+            return cur.edition, len(cur.papers), []
+        profile = Profile(id=0, keywords=tuple(keywords), exclude=tuple(exclude), limit=limit)
+        with cur.lock:  # the index fills its keyword caches as it ranks
+            if cur.index is None:
+                cur.index = Index.build([doc_of(p) for p in cur.papers.values()])
+            [(_, ranked)] = list(cur.index.rank([profile]))
+        return (
+            cur.edition,
+            len(cur.papers),
+            [paper_view(cur.papers[r.key], r.reason()) for r in ranked],
+        )
+
+
+@dataclasses.dataclass(frozen=True, kw_only=True)
+class ArchiveDay:
+    """One day of the archive: the papers first seen that day, the most popular first."""
+
+    day: date
+    label: str
+    count: int
+    papers: tuple[PaperView, ...]
+    updated: datetime
+
+
+def archive_days(
+    engine: Engine, zone: ZoneInfo, *, before: date, days: int = ARCHIVE_DAYS
+) -> tuple[list[ArchiveDay], date | None]:
+    """The archive's days up to ``before`` (inclusive), newest first, and the next older page."""
+    end = datetime.combine(before + timedelta(days=1), datetime.min.time(), tzinfo=zone).astimezone(
+        UTC
+    )
+    start = end - timedelta(days=days)
+    with Session(engine) as session:
+        rows = list(
+            session.exec(
+                select(Paper).where(Paper.first_seen_at >= start, Paper.first_seen_at < end)
+            ).all()
+        )
+        older = session.exec(
+            select(Paper.first_seen_at)
+            .where(Paper.first_seen_at < start)
+            .order_by(col(Paper.first_seen_at).desc())
+            .limit(1)
+        ).first()
+    by_day: dict[date, list[Paper]] = {}
+    for p in rows:
+        by_day.setdefault(p.first_seen_at.astimezone(zone).date(), []).append(p)
+    out = []
+    for day in sorted(by_day, reverse=True):
+        papers = sorted(by_day[day], key=_popularity)
+        ed = editions.daily(day, zone)
+        out.append(
+            ArchiveDay(
+                day=day,
+                label=ed.label,
+                count=len(papers),
+                papers=tuple(paper_view(p) for p in papers[:ARCHIVE_PER_DAY]),
+                updated=max(p.first_seen_at for p in papers),
+            )
+        )
+    return out, (older.astimezone(zone).date() if older is not None else None)
+
+
+def _iso(value: datetime) -> str:
+    return value.astimezone(UTC).isoformat(timespec="seconds").replace("+00:00", "Z")
+
+
+def atom_feed(
+    settings: Settings,
+    days: Sequence[ArchiveDay],
+    content: Callable[[ArchiveDay], str],
+    *,
+    now: datetime,
+) -> bytes:
+    """The archive as an Atom feed, one entry per day; ElementTree keeps it well-formed."""
+    ns = "http://www.w3.org/2005/Atom"
+    base = settings.site.base_url.rstrip("/")
+    feed = ET.Element("feed", {"xmlns": ns})
+    ET.SubElement(feed, "title").text = f"{settings.site.name}: papers of the day"
+    ET.SubElement(feed, "id").text = f"{base}/archive.atom"
+    ET.SubElement(feed, "updated").text = _iso(max((d.updated for d in days), default=now))
+    ET.SubElement(
+        feed,
+        "link",
+        {"rel": "self", "href": f"{base}/archive.atom", "type": "application/atom+xml"},
+    )
+    ET.SubElement(
+        feed, "link", {"rel": "alternate", "href": f"{base}/archive", "type": "text/html"}
+    )
+    ET.SubElement(ET.SubElement(feed, "author"), "name").text = settings.site.name
+    ET.SubElement(feed, "generator").text = "digest"
+    for d in days:
+        entry = ET.SubElement(feed, "entry")
+        ET.SubElement(
+            entry, "title"
+        ).text = f"{d.label}: {d.count} new paper{'s' if d.count != 1 else ''}"
+        ET.SubElement(entry, "id").text = f"{base}/archive#{d.day.isoformat()}"
+        ET.SubElement(entry, "updated").text = _iso(d.updated)
+        ET.SubElement(
+            entry,
+            "link",
+            {
+                "rel": "alternate",
+                "type": "text/html",
+                "href": f"{base}/archive?before={d.day.isoformat()}#{d.day.isoformat()}",
+            },
+        )
+        ET.SubElement(entry, "content", {"type": "html"}).text = content(d)
+    body: bytes = ET.tostring(feed, encoding="utf-8", xml_declaration=False)
+    return b'<?xml version="1.0" encoding="utf-8"?>\n' + body
+
+
+# ---------------------------------------------------------------------------------------------
+# the app
+
+
+def _environment() -> jinja2.Environment:
+    return jinja2.Environment(
+        loader=jinja2.FileSystemLoader(str(templates_dir() / "web")),
+        autoescape=jinja2.select_autoescape(
+            enabled_extensions=("html.j2", "xml.j2"), default_for_string=True, default=False
+        ),
+        undefined=jinja2.StrictUndefined,
+        trim_blocks=True,
+        lstrip_blocks=True,
+        auto_reload=False,
+    )
+
+
+def _static_version(folder: Path) -> str:
+    digest = hashlib.sha256()
+    for path in sorted(folder.glob("*")):
+        if path.is_file():
+            digest.update(path.read_bytes())
+    return digest.hexdigest()[:10]
+
+
+class WebApp:
+    """The pages, bound to one configuration and database; :func:`create_app` wires it up."""
+
+    def __init__(
+        self,
+        settings: Settings,
+        engine: Engine,
+        *,
+        renderer: Renderer,
+        clock: Callable[[], datetime],
+    ) -> None:
+        if not settings.secret_key:
+            raise ValueError("the web app needs a signing secret (see config.ensure_secret)")
+        self.settings = settings
+        self.engine = engine
+        self.renderer = renderer
+        self.clock = clock
+        self.postman = Postman(settings)
+        self.ranker = EditionRanker(engine, settings)
+        self.env = _environment()
+        self.static_dir = templates_dir() / "web" / "static"
+        self.static_version = _static_version(self.static_dir)
+        self.zones, self.zone_list = timezone_names()
+        self.default_zone = (
+            settings.digest.timezone if settings.digest.timezone in self.zones else "UTC"
+        )
+        self._csrf = URLSafeTimedSerializer(settings.secret_key, salt="digest.csrf")
+
+    # rendering
+
+    def page(
+        self,
+        request: Request,
+        name: str,
+        *,
+        status: int = 200,
+        private: bool = False,
+        **values: Any,
+    ) -> HTMLResponse:
+        """A rendered page; forms get a CSRF token (and its cookie, when the browser has none)."""
+        token, new_cookie = self._csrf_token(request)
+        html = self.env.get_template(name).render(
+            site_name=self.settings.site.name,
+            root=request.scope.get("root_path", "").rstrip("/"),
+            static_version=self.static_version,
+            csrf_field=CSRF_FIELD,
+            csrf=token,
+            weekdays=WEEKDAYS,
+            **values,
+        )
+        response = HTMLResponse(html, status_code=status)
+        if private:
+            response.headers["cache-control"] = "no-store"
+            response.headers["x-robots-tag"] = "noindex, nofollow"
+        if new_cookie is not None:
+            response.set_cookie(
+                self._csrf_cookie(request),
+                new_cookie,
+                max_age=CSRF_MAX_AGE,
+                path=request.scope.get("root_path", "") or "/",
+                secure=request.url.scheme == "https",
+                httponly=True,
+                samesite="lax",
+            )
+        return response
+
+    def error_page(self, request: Request, status: int, title: str, message: str) -> HTMLResponse:
+        """A clear error page with the right status."""
+        return self.page(
+            request, "error.html.j2", status=status, private=True, title=title, message=message
+        )
+
+    def too_large(self) -> Response:
+        """The 413 answer of the body limit (no request object there: a bare page)."""
+        html = self.env.get_template("error.html.j2").render(
+            site_name=self.settings.site.name,
+            root="",
+            static_version=self.static_version,
+            title="That was too much",
+            message=f"The form was larger than {self.settings.web.max_body_bytes // 1024} KiB. "
+            "Shorten your keywords and try again.",
+        )
+        return HTMLResponse(html, status_code=413)
+
+    def form_page(
+        self,
+        request: Request,
+        name: str,
+        *,
+        values: Mapping[str, str],
+        errors: Mapping[str, str] | None = None,
+        status: int = 200,
+        private: bool = False,
+        **extra: Any,
+    ) -> HTMLResponse:
+        """A page with the subscribe/preferences fields, refilled with ``values``."""
+        zone_list = self.zone_list
+        if (
+            values.get("timezone")
+            and values["timezone"] in self.zones
+            and values["timezone"] not in zone_list
+        ):
+            zone_list = (values["timezone"], *zone_list)
+        return self.page(
+            request,
+            name,
+            status=status,
+            private=private,
+            values=values,
+            errors=errors or {},
+            zones=zone_list,
+            max_papers_choice=MAX_PAPERS_CHOICE,
+            **extra,
+        )
+
+    # CSRF: a random cookie, and a signed copy of it in every form
+
+    def _csrf_cookie(self, request: Request) -> str:
+        return (
+            "__Host-digest_csrf"
+            if request.url.scheme == "https" and not request.scope.get("root_path")
+            else "digest_csrf"
+        )
+
+    def _csrf_token(self, request: Request) -> tuple[str, str | None]:
+        cookie = request.cookies.get(self._csrf_cookie(request), "")
+        new = None
+        if not _COOKIE_VALUE.fullmatch(cookie):
+            cookie = new = secrets.token_urlsafe(32)
+        return str(self._csrf.dumps(cookie)), new
+
+    def csrf_ok(self, request: Request, form: Mapping[str, str]) -> bool:
+        """True when the form's token is a fresh signature of this browser's CSRF cookie."""
+        cookie = request.cookies.get(self._csrf_cookie(request), "")
+        field = form.get(CSRF_FIELD, "")
+        if not _COOKIE_VALUE.fullmatch(cookie) or not field or len(field) > 300:
+            return False
+        try:
+            value = self._csrf.loads(field, max_age=CSRF_MAX_AGE)
+        except BadSignature:
+            return False
+        return isinstance(value, str) and hmac.compare_digest(value, cookie)
+
+    async def read_form(self, request: Request) -> dict[str, str]:
+        """The text fields of a urlencoded or multipart form (the first of repeated names)."""
+        async with request.form(max_files=0, max_fields=MAX_FORM_FIELDS) as form:
+            out: dict[str, str] = {}
+            for key, value in form.multi_items():
+                if isinstance(value, str) and key not in out:
+                    out[key] = value
+            return out
+
+    def _defaults(self) -> dict[str, str]:
+        return {
+            "email": "",
+            "keywords": "",
+            "exclude": "",
+            "frequency": "daily",
+            "weekday": "0",
+            "send_hour": "7",
+            "timezone": self.default_zone,
+            "max_papers": str(min(self.settings.digest.max_papers, MAX_PAPERS_CHOICE)),
+        }
+
+    # pages
+
+    def index(self, request: Request) -> Response:
+        """The subscribe form and today's top papers."""
+        edition, top = self.ranker.top(self.clock())
+        return self.form_page(
+            request,
+            "index.html.j2",
+            values=self._defaults(),
+            edition=edition,
+            top=top,
+            autodetect=True,
+        )
+
+    async def subscribe_post(self, request: Request) -> Response:
+        """Validate the form, record a pending subscription, mail a confirmation link."""
+        form = await self.read_form(request)
+        if not self.csrf_ok(request, form):
+            edition, top = await run_in_threadpool(self.ranker.top, self.clock())
+            return self.form_page(
+                request,
+                "index.html.j2",
+                status=403,
+                values={k: form.get(k, v) for k, v in self._defaults().items()},
+                errors={"form": "The form had expired. Please check it and send it again."},
+                edition=edition,
+                top=top,
+                autodetect=False,
+            )
+        result = read_form(form, zones=self.zones, with_email=True)
+        if result.errors or result.email is None or result.interests is None:
+            edition, top = await run_in_threadpool(self.ranker.top, self.clock())
+            return self.form_page(
+                request,
+                "index.html.j2",
+                status=422,
+                values=result.values,
+                errors=result.errors,
+                edition=edition,
+                top=top,
+                autodetect=False,
+            )
+        now = self.clock()
+        outgoing = await run_in_threadpool(
+            subscribe,
+            self.engine,
+            result.email,
+            result.interests,
+            now=now,
+            interval_seconds=self.settings.web.confirm_interval_seconds,
+        )
+        response = self.page(
+            request,
+            "check_inbox.html.j2",
+            email=result.email,
+            interval_minutes=max(1, round(self.settings.web.confirm_interval_seconds / 60)),
+        )
+        if outgoing is not None:
+            # After the response: its timing must not tell a new address from a known one.
+            response.background = BackgroundTask(self.send_outgoing, outgoing)
+        return response
+
+    def send_outgoing(self, outgoing: Outgoing) -> None:
+        """Build and send the mail a subscribe request earned; on failure give its slot back."""
+        with Session(self.engine) as session:
+            row = session.get(Subscriber, outgoing.subscriber_id)
+        if row is None:
+            return
+        now = self.clock()
+        try:
+            if outgoing.kind == "confirm":
+                data = confirmation_message(self.settings, self.renderer, row, now=now)
+            else:
+                data = self.already_subscribed_message(row, now=now)
+            self.postman.send(row.email, data)
+        except (SendError, ValueError) as e:
+            log.error("could not send the %s mail to %s: %s", outgoing.kind, row.email, e)
+            release_mail_slot(self.engine, outgoing)
+        else:
+            log.info("sent the %s mail to %s", outgoing.kind, row.email)
+
+    def already_subscribed_message(self, row: Subscriber, *, now: datetime) -> bytes:
+        """The mail an active reader gets when someone subscribes their address again."""
+        links = links_for(self.settings, row, None)
+        values = {
+            "site_name": self.settings.site.name,
+            "base_url": self.settings.site.base_url,
+            "recipient": row.email,
+            "preferences_url": links.preferences,
+            "unsubscribe_url": links.unsubscribe,
+        }
+        subject = f"You are already subscribed to {self.settings.site.name}"
+        text_body = self.env.get_template("mail/already_subscribed.txt.j2").render(values)
+        html = self.env.get_template("mail/already_subscribed.html.j2").render(values)
+        return _message(self.settings, row, subject, text_body, html, now=now)
+
+    def _link_error(self, request: Request, e: LinkError) -> HTMLResponse:
+        return self.error_page(request, e.status, e.title, str(e))
+
+    def confirm_page(self, request: Request) -> Response:
+        """Activate a pending subscription from the link in the confirmation mail."""
+        try:
+            row = subscriber_for(
+                self.engine, self.settings.secret_key, "confirm", request.path_params["token"]
+            )
+        except LinkError as e:
+            return self._link_error(request, e)
+        status = confirm(self.engine, row, now=self.clock())
+        if status != "active":
+            return self.error_page(
+                request,
+                410,
+                "This subscription has ended",
+                "This address was unsubscribed after the link was sent. To get digests again, "
+                "subscribe from the home page.",
+            )
+        links = links_for(self.settings, row, None)
+        return self.page(
+            request,
+            "confirmed.html.j2",
+            private=True,
+            subscriber=row,
+            preferences_url=_path_of(links.preferences),
+            schedule=_schedule(row),
+        )
+
+    async def preferences(self, request: Request) -> Response:
+        """GET: the prefilled form; POST: save it (CSRF-protected)."""
+        token = request.path_params["token"]
+        form = await self.read_form(request) if request.method == "POST" else None
+        try:
+            row = await run_in_threadpool(
+                subscriber_for, self.engine, self.settings.secret_key, "preferences", token
+            )
+        except LinkError as e:
+            return self._link_error(request, e)
+        values = _form_values(row)
+        errors: dict[str, str] = {}
+        status = 200
+        saved = request.query_params.get("saved") == "1"
+        if form is not None:
+            if not self.csrf_ok(request, form):
+                errors = {
+                    "form": "The form had expired. Your changes were not saved: send it again."
+                }
+                values = {
+                    **values,
+                    **{k: v for k, v in form.items() if k in values and k != "email"},
+                }
+                status = 403
+            else:
+                result = read_form(form, zones=self.zones, with_email=False)
+                if result.errors or result.interests is None:
+                    values, errors, status = (
+                        {**result.values, "email": row.email},
+                        result.errors,
+                        422,
+                    )
+                elif await run_in_threadpool(
+                    save_preferences, self.engine, row, result.interests, now=self.clock()
+                ):
+                    return RedirectResponse(f"{request.url.path}?saved=1", status_code=303)
+                else:
+                    return self.error_page(
+                        request, 410, "This link is no longer valid", "It was revoked."
+                    )
+        keywords = parse_keywords(values["keywords"]) if "keywords" not in errors else ()
+        exclude = parse_keywords(values["exclude"]) if "exclude" not in errors else ()
+        limit = _int_field(values["max_papers"], 1, MAX_PAPERS_CHOICE) or RANK_LIMIT_DEFAULT
+        edition, total, picks = await run_in_threadpool(
+            self.ranker.rank, self.clock(), keywords, exclude, limit
+        )
+        return self.form_page(
+            request,
+            "preferences.html.j2",
+            status=status,
+            private=True,
+            values=values,
+            errors=errors,
+            subscriber=row,
+            saved=saved and form is None,
+            edition=edition,
+            total=total,
+            picks=picks,
+            autodetect=False,
+            unsubscribe_url=_path_of(links_for(self.settings, row, None).unsubscribe),
+        )
+
+    async def unsubscribe(self, request: Request) -> Response:
+        """GET: a page with a button (changes nothing); POST: unsubscribe (form or RFC 8058)."""
+        token = request.path_params["token"]
+        one_click = False
+        form: dict[str, str] = {}
+        if request.method == "POST":
+            body = await request.body()
+            one_click = body.strip() == b"List-Unsubscribe=One-Click"
+            if not one_click:
+                form = await self.read_form(request)
+                one_click = form.get(ONE_CLICK[0]) == ONE_CLICK[1]
+        try:
+            row = await run_in_threadpool(
+                subscriber_for, self.engine, self.settings.secret_key, "unsubscribe", token
+            )
+        except LinkError as e:
+            return self._link_error(request, e)
+        if request.method == "POST":
+            if not one_click and not self.csrf_ok(request, form):
+                return self.error_page(
+                    request,
+                    403,
+                    "Please try again",
+                    "The page had expired, so nothing was changed. Go back, reload the page and "
+                    "press the button again.",
+                )
+            await run_in_threadpool(unsubscribe, self.engine, row, now=self.clock())
+            return self.page(request, "unsubscribed.html.j2", private=True, subscriber=row)
+        if row.status == "unsubscribed":
+            return self.page(request, "unsubscribed.html.j2", private=True, subscriber=row)
+        preferences_url = _path_of(links_for(self.settings, row, None).preferences)
+        return self.page(
+            request,
+            "unsubscribe.html.j2",
+            private=True,
+            subscriber=row,
+            preferences_url=preferences_url,
+        )
+
+    def view_digest(self, request: Request) -> Response:
+        """A sent digest, re-rendered from the papers its delivery recorded."""
+        edition_id = request.path_params["edition"]
+        try:
+            row = subscriber_for(
+                self.engine, self.settings.secret_key, "view", request.path_params["token"]
+            )
+        except LinkError as e:
+            return self._link_error(request, e)
+        not_found = (
+            404,
+            "No such digest",
+            "There is no digest of this edition for you: it may not have been sent yet.",
+        )
+        if not _EDITION_ID.fullmatch(edition_id):
+            return self.error_page(request, *not_found)
+        try:
+            ed = editions.parse(edition_id, self.settings.zone)
+        except ValueError:
+            return self.error_page(request, *not_found)
+        with Session(self.engine) as session:
+            delivery = session.exec(
+                select(Delivery).where(
+                    Delivery.subscriber_id == (row.id or 0),
+                    Delivery.edition == ed.id,
+                    Delivery.status == "sent",
+                )
+            ).first()
+            keys = list(delivery.paper_keys) if delivery is not None else []
+            found = (
+                {
+                    p.key: p
+                    for p in session.exec(select(Paper).where(col(Paper.key).in_(keys))).all()
+                }
+                if keys
+                else {}
+            )
+        if delivery is None:
+            return self.error_page(request, *not_found)
+        papers = {k: found[k] for k in keys if k in found}
+        html = self.renderer.render_digest(
+            context_for(
+                self.settings,
+                subscriber=row,
+                edition=ed,
+                ranked=_as_sent(row, papers),
+                papers=papers,
+                links=links_for(self.settings, row, ed.id),
+            )
+        ).html
+        response = HTMLResponse(html)
+        response.headers["content-security-policy"] = DIGEST_CSP
+        response.headers["cache-control"] = "no-store"
+        response.headers["x-robots-tag"] = "noindex, nofollow"
+        return response
+
+    def _archive_before(self, request: Request) -> date | None:
+        today = self.clock().astimezone(self.settings.zone).date()
+        raw = request.query_params.get("before")
+        if raw is None:
+            return today
+        if not re.fullmatch(r"\d{4}-\d{2}-\d{2}", raw):
+            return None
+        try:
+            return min(date.fromisoformat(raw), today)
+        except ValueError:
+            return None
+
+    def archive(self, request: Request) -> Response:
+        """The public list of past days with their most popular papers."""
+        before = self._archive_before(request)
+        if before is None:
+            return self.error_page(request, 400, "Not a date", "Use ?before=YYYY-MM-DD.")
+        days, older = archive_days(self.engine, self.settings.zone, before=before)
+        next_before = None
+        if older is not None:
+            next_before = min(older, before - timedelta(days=ARCHIVE_DAYS))
+        return self.page(request, "archive.html.j2", days=days, older=next_before)
+
+    def archive_atom(self, request: Request) -> Response:
+        """The archive as an Atom feed."""
+        now = self.clock()
+        days, _ = archive_days(
+            self.engine, self.settings.zone, before=now.astimezone(self.settings.zone).date()
+        )
+        template = self.env.get_template("archive_entry.html.j2")
+        body = atom_feed(self.settings, days, lambda d: template.render(day=d), now=now)
+        return Response(body, media_type="application/atom+xml; charset=utf-8")
+
+    def api_rank(self, request: Request) -> Response:
+        """JSON: what these keywords would pick from the current edition."""
+        raw_keywords = request.query_params.get("keywords", "")
+        raw_exclude = request.query_params.get("exclude", "")
+        for name, raw in (("keywords", raw_keywords), ("exclude", raw_exclude)):
+            problem = _keyword_error(raw, required=False)
+            if problem:
+                return JSONResponse({"error": f"{name}: {problem}"}, status_code=400)
+        limit = _int_field(
+            request.query_params.get("limit", str(RANK_LIMIT_DEFAULT)), 1, MAX_PAPERS_CHOICE
+        )
+        if limit is None:
+            return JSONResponse({"error": f"limit: 1 to {MAX_PAPERS_CHOICE}"}, status_code=400)
+        keywords = parse_keywords(raw_keywords)
+        edition, total, picks = self.ranker.rank(
+            self.clock(), keywords, parse_keywords(raw_exclude), limit
+        )
+        return JSONResponse(
+            {
+                "edition": edition.id,
+                "label": edition.label,
+                "total": total,
+                "keywords": list(keywords),
+                "papers": [dataclasses.asdict(p) for p in picks],
+            },
+            headers={"cache-control": "no-store"},
+        )
+
+    def healthz(self, request: Request) -> Response:
+        """200 when the database answers."""
+        try:
+            with self.engine.connect() as conn:
+                conn.execute(text("SELECT 1"))
+        except SQLAlchemyError as e:
+            log.error("health check: database: %s", e)
+            return JSONResponse({"status": "error", "database": "unreachable"}, status_code=503)
+        return JSONResponse({"status": "ok"}, headers={"cache-control": "no-store"})
+
+    def robots(self, request: Request) -> Response:
+        """Keep crawlers off the personal pages."""
+        lines = [
+            "User-agent: *",
+            *(
+                f"Disallow: {p}/"
+                for p in ("/confirm", "/preferences", "/unsubscribe", "/digest", "/api")
+            ),
+        ]
+        return PlainTextResponse("\n".join(lines) + "\n")
+
+    def favicon(self, request: Request) -> Response:
+        """Browsers ask for /favicon.ico; the icon is an SVG among the static files."""
+        root = request.scope.get("root_path", "").rstrip("/")
+        return RedirectResponse(f"{root}/static/favicon.svg", status_code=301)
+
+    def subscribe_get(self, request: Request) -> Response:
+        """The form lives on the home page."""
+        return RedirectResponse(
+            f"{request.scope.get('root_path', '').rstrip('/')}/", status_code=303
+        )
+
+    async def http_error(self, request: Request, exc: Exception) -> Response:
+        """Starlette's HTTP errors (404, 405, a malformed form) as pages."""
+        assert isinstance(exc, HTTPException)
+        titles = {404: "Page not found", 405: "Not allowed", 400: "Bad request"}
+        messages = {
+            404: "There is nothing at this address.",
+            405: "This page does not take that kind of request.",
+        }
+        return self.error_page(
+            request,
+            exc.status_code,
+            titles.get(exc.status_code, "Something went wrong"),
+            messages.get(exc.status_code, "The request could not be handled."),
+        )
+
+    async def server_error(self, request: Request, exc: Exception) -> Response:
+        """A plain 500 page: the details go to the log, never to the visitor."""
+        return self.error_page(
+            request, 500, "Something went wrong", "Please try again in a moment."
+        )
+
+    @contextlib.asynccontextmanager
+    async def lifespan(self, app: Starlette) -> AsyncIterator[None]:
+        """Run the embedded SMTP sink (when no relay is configured) for the app's lifetime."""
+        await run_in_threadpool(self.postman.start)
+        try:
+            yield
+        finally:
+            await run_in_threadpool(self.postman.stop)
+
+
+def _path_of(url: str) -> str:
+    """The path of one of our absolute links, so pages work whatever host they are served as."""
+    parts = urlsplit(url)
+    return parts.path + (f"?{parts.query}" if parts.query else "")
+
+
+def _schedule(row: Subscriber) -> str:
+    when = f"{row.send_hour:02d}:00 ({row.timezone})"
+    if row.frequency == "weekly":
+        return f"every {WEEKDAYS[row.weekday % 7]} around {when}"
+    return f"every day around {when}"
+
+
+def _as_sent(row: Subscriber, papers: Mapping[str, Paper]) -> list[Ranked]:
+    """The sent papers in their sent order, explained by the reader's keywords as they are now."""
+    if not papers:
+        return []
+    index = Index.build([doc_of(p) for p in papers.values()])
+    profile = dataclasses.replace(profile_of(row), limit=len(papers))
+    [(_, ranked)] = list(index.rank([profile]))
+    explained = {r.key: r for r in ranked}
+    return [explained.get(key, Ranked(key=key, score=0.0, matches=())) for key in papers]
+
+
+def create_app(
+    settings: Settings,
+    engine: Engine,
+    *,
+    renderer: Renderer | None = None,
+    clock: Callable[[], datetime] = utcnow,
+) -> Starlette:
+    """The web app for one configuration and database (``settings.secret_key`` must be set)."""
+    web = WebApp(
+        settings,
+        engine,
+        renderer=renderer or Renderer.create(snippet_chars=settings.digest.snippet_chars),
+        clock=clock,
+    )
+    routes = [
+        Route("/", web.index, methods=["GET"]),
+        Route("/subscribe", web.subscribe_post, methods=["POST"]),
+        Route("/subscribe", web.subscribe_get, methods=["GET"]),
+        Route("/confirm/{token}", web.confirm_page, methods=["GET"]),
+        Route("/preferences/{token}", web.preferences, methods=["GET", "POST"]),
+        Route("/unsubscribe/{token}", web.unsubscribe, methods=["GET", "POST"]),
+        Route("/digest/{token}/{edition}", web.view_digest, methods=["GET"]),
+        Route("/archive", web.archive, methods=["GET"]),
+        Route("/archive.atom", web.archive_atom, methods=["GET"]),
+        Route("/api/rank", web.api_rank, methods=["GET"]),
+        Route("/healthz", web.healthz, methods=["GET"]),
+        Route("/robots.txt", web.robots, methods=["GET"]),
+        Route("/favicon.ico", web.favicon, methods=["GET"]),
+        Mount("/static", StaticFiles(directory=web.static_dir), name="static"),
+    ]
+    app = Starlette(
+        routes=routes,
+        middleware=[
+            Middleware(SecurityHeadersMiddleware),
+            Middleware(
+                BodyLimitMiddleware, max_bytes=settings.web.max_body_bytes, too_large=web.too_large
+            ),
+        ],
+        exception_handlers={HTTPException: web.http_error, 500: web.server_error},
+        lifespan=web.lifespan,
+    )
+    app.state.web = web
+    return app
