@@ -30,7 +30,9 @@ def normalise_email(address: str) -> str:
     except EmailNotValidError as e:
         raise SubscriberError(f"{address!r} is not a valid email address: {e}") from e
     # Mail systems treat the local part case-insensitively in practice; one row per person.
-    return checked.normalized.lower()
+    # Keep the ASCII form (IDNA domain) where there is one: smtplib writes RCPT TO in ASCII, so
+    # a Unicode domain could never be mailed, and both spellings are then one row.
+    return (checked.ascii_email or checked.normalized).lower()
 
 
 @dataclasses.dataclass(frozen=True, kw_only=True)
