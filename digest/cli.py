@@ -670,6 +670,9 @@ def serve_cmd(app: App, host: str | None, port: int | None, schedule: bool) -> N
     The schedule: ingest on [scheduler] ingest_cron, and a delivery tick every [scheduler]
     tick_seconds that sends each reader their digest at their own hour ([scheduler] send =
     false leaves the sending to `digest worker` processes).
+
+    With [inbound] enabled = true, also the inbound SMTP server for email commands (see
+    `digest inbound`).
     """
     # Imported here: the other commands need neither the web stack nor its start-up time.
     from urllib.parse import urlsplit
@@ -691,10 +694,16 @@ def serve_cmd(app: App, host: str | None, port: int | None, schedule: bool) -> N
     click.echo(f"Mail goes via {mail}.")
     stop = threading.Event()
     scheduler = None
+    inbound = None
     sink, smtp_host, smtp_port = _sink_or_relay(app) if schedule else (None, None, None)
     if sink is not None:
         sink.start()
     try:
+        if settings.inbound.enabled:
+            from digest.inbound import create_server
+
+            inbound = create_server(settings, app.engine).start()
+            _echo_inbound(inbound.host, inbound.port, inbound.addresses)
         if schedule:
             scheduler = build_scheduler(
                 settings,
@@ -711,6 +720,10 @@ def serve_cmd(app: App, host: str | None, port: int | None, schedule: bool) -> N
                 f"{settings.scheduler.tick_seconds} s"
                 + ("." if settings.scheduler.send else " (planning only: workers send).")
             )
+        # uvicorn shuts down on SIGTERM, then raises it again: with the default handler that
+        # would end the process before the `finally` below stops the scheduler and the
+        # inbound server (and the mail it has accepted but not yet answered).
+        signal.signal(signal.SIGTERM, lambda *_: stop.set())
         uvicorn.run(
             create_app(settings, app.engine),
             host=host,
@@ -724,10 +737,64 @@ def serve_cmd(app: App, host: str | None, port: int | None, schedule: bool) -> N
         )
     finally:
         stop.set()
+        if inbound is not None:
+            inbound.stop()
         if scheduler is not None:
             scheduler.shutdown(wait=True)
         if sink is not None:
             sink.stop()
+
+
+def _echo_inbound(host: str, port: int, addresses: tuple[str, ...]) -> None:
+    click.echo(f"Email commands: SMTP on {host}:{port} for {', '.join(addresses)}.")
+
+
+@main.command("inbound")
+@click.option(
+    "--host", default=None, help="Address to listen on (default: [inbound] host, 127.0.0.1)."
+)
+@click.option(
+    "--port",
+    type=click.IntRange(0, 65535),
+    default=None,
+    help="Port (default: [inbound] port, 2525; 0 picks a free one).",
+)
+@with_app
+def inbound_cmd(app: App, host: str | None, port: int | None) -> None:
+    """Run the inbound SMTP server for email commands, alone.
+
+    It takes mail for [inbound] address (commands in the subject or body: subscribe KEYWORDS,
+    keywords, exclude, weekly [DAY], daily, unsubscribe, help), subscribe_address and
+    unsubscribe_address only: any other recipient gets 550, it never relays. Subscribing is
+    confirmed by a link; replies go out through [smtp] (or the embedded sink). `digest serve`
+    runs it too when [inbound] enabled = true. SIGTERM or Ctrl-C stops it.
+    """
+    from digest.inbound import create_server
+
+    settings = app.settings
+    inbound = dataclasses.replace(
+        settings.inbound,
+        host=host or settings.inbound.host,
+        port=settings.inbound.port if port is None else port,
+    )
+    settings = dataclasses.replace(settings, inbound=inbound)
+    stop = threading.Event()
+    for sig in (signal.SIGTERM, signal.SIGINT):
+        signal.signal(sig, lambda *_: stop.set())
+    server = create_server(settings, app.engine).start()
+    try:
+        _echo_inbound(server.host, server.port, server.addresses)
+        mail = (
+            f"{settings.smtp.host}:{settings.smtp.port}"
+            if settings.smtp.host
+            else f"the embedded SMTP sink (Maildir {settings.path(settings.sink.maildir)})"
+        )
+        click.echo(f"Replies go via {mail}.")
+        while not stop.wait(1.0):
+            pass
+    finally:
+        server.stop()
+    click.echo("Stopped.")
 
 
 # ---------------------------------------------------------------------------------------------

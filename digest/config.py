@@ -133,6 +133,20 @@ class WebSettings:
 
 
 @dataclasses.dataclass(frozen=True, kw_only=True)
+class InboundSettings:
+    """The inbound SMTP server for email commands (``digest inbound``; ``digest serve`` when on)."""
+
+    enabled: bool = False  # true: `digest serve` runs it too
+    host: str = "127.0.0.1"
+    port: int = 2525  # 0 picks a free port
+    address: str = "digest@localhost"  # commands in the subject or body
+    subscribe_address: str = "subscribe@localhost"  # "": off
+    unsubscribe_address: str = "unsubscribe@localhost"  # "": off
+    max_message_bytes: int = 65536
+    replies_per_hour: int = 5  # per address
+
+
+@dataclasses.dataclass(frozen=True, kw_only=True)
 class SourceSettings:
     """One configured source: a name and a location (file path, URL or bundled:NAME)."""
 
@@ -154,6 +168,7 @@ class Settings:
     web: WebSettings = WebSettings()
     scheduler: SchedulerSettings = SchedulerSettings()
     dkim: DkimSettings = DkimSettings()
+    inbound: InboundSettings = InboundSettings()
     sources: tuple[SourceSettings, ...] = ()
     secret_key: str = dataclasses.field(default="", repr=False)
     config_path: str = ""
@@ -181,6 +196,7 @@ _SECTIONS: dict[str, type[Any]] = {
     "web": WebSettings,
     "scheduler": SchedulerSettings,
     "dkim": DkimSettings,
+    "inbound": InboundSettings,
 }
 # Secrets are read from the environment only: a value for them in the file is refused.
 _ENV_ONLY = {("smtp", "password")}
@@ -282,6 +298,34 @@ def _validate(settings: Settings, source: str) -> None:
         ),
         (settings.web.max_body_bytes >= 1024, "[web] max_body_bytes: must be at least 1024"),
         (
+            0 <= settings.inbound.port < 65536,
+            "[inbound] port: must be 0-65535 (0 picks a free port)",
+        ),
+        (
+            1024 <= settings.inbound.max_message_bytes <= 10_485_760,
+            "[inbound] max_message_bytes: must be 1024-10485760",
+        ),
+        (settings.inbound.replies_per_hour >= 1, "[inbound] replies_per_hour: must be at least 1"),
+        (
+            _is_address(settings.inbound.address),
+            "[inbound] address: must be an address like digest@example.org",
+        ),
+        (
+            all(
+                not a or _is_address(a)
+                for a in (settings.inbound.subscribe_address, settings.inbound.unsubscribe_address)
+            ),
+            "[inbound] subscribe_address and unsubscribe_address: must be addresses, or empty",
+        ),
+        (
+            _distinct(
+                settings.inbound.address,
+                settings.inbound.subscribe_address,
+                settings.inbound.unsubscribe_address,
+            ),
+            "[inbound] address, subscribe_address and unsubscribe_address: must differ",
+        ),
+        (
             "://" in settings.database.url,
             "[database] url: must be a URL like sqlite:///subscribers.db",
         ),
@@ -306,6 +350,24 @@ def _validate(settings: Settings, source: str) -> None:
             f"{source}: [scheduler] ingest_cron: not a crontab line "
             f"(minute hour day month weekday): {settings.scheduler.ingest_cron!r}: {e}"
         ) from None
+
+
+def _is_address(value: str) -> bool:
+    """A plain local@domain (full validation of readers' addresses lives in subscribers)."""
+    local, at, domain = value.partition("@")
+    return bool(
+        at
+        and local
+        and domain
+        and "@" not in domain
+        and value.isprintable()
+        and not any(c.isspace() or c in '<>,;"' for c in value)
+    )
+
+
+def _distinct(*addresses: str) -> bool:
+    used = [a.lower() for a in addresses if a]
+    return len(used) == len(set(used))
 
 
 def _sources(raw: Any, source: str) -> tuple[SourceSettings, ...]:
