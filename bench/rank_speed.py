@@ -1,40 +1,65 @@
-"""How many subscribers per second ranking handles: 1,000 papers, N synthetic profiles.
+"""Ranking speed: subscribers/s over 1,000 papers, against rank-bm25 per subscriber, one run.
 
-    .venv/bin/python bench/rank_speed.py [--profiles 20000] [--docs 1000] [--chunk 4096]
+    .venv/bin/python bench/rank_speed.py [--profiles 100000] [--docs 1000] [--runs 3]
+                                         [--baseline-sample 1000] [--chunk 4096]
 
-Papers come from ../shared/seeds/daily-papers-*.txt (repeated with shuffled sentences to reach
---docs); each profile has 3-8 keywords drawn from the seeds' title unigrams and bigrams, sometimes
-an exclusion and some already-seen papers. Prints the median of --runs runs: "cold" builds a fresh
-index and compiles every keyword (the real cost of an edition), "warm" reuses the index.
+Papers come from ../shared/seeds/daily-papers-*.txt (parsed with the project's parser), then
+copies with shuffled abstract sentences up to --docs. Each subscriber has 3-8 keywords drawn
+(Zipf-like, so popular topics recur as they do among real readers) from a vocabulary of research
+topics: the judged set's profiles, the acronyms and expansions the ranker knows, and the seeds'
+title words and two-word phrases; 10% have an exclusion, 30% have already seen 20 papers; the
+digest size is 5, 10 or 20.
+
+Figures, each the median of --runs repetitions:
+
+* index build: tokenising the edition (once per edition);
+* cold: a fresh index, every keyword compiled, all subscribers ranked (the real cost of an
+  edition);
+* warm: the same index again, its keywords already compiled (what each further batch costs);
+* warm + explanations: also building every ``Ranked`` object with its matches, which ``rank``
+  otherwise leaves to the moment a digest reads them;
+* baseline: rank-bm25's ``BM25Okapi.get_scores`` for one subscriber's keywords, then the same
+  top-k, timed on a sample of --baseline-sample subscribers and extrapolated to all of them.
+
+Peak memory: the process's peak RSS (``resource.getrusage``) after the ranker's runs, before the
+baseline is built, and tracemalloc's peak of Python and numpy allocations during one extra warm
+pass (not timed).
 """
 
 from __future__ import annotations
 
 import argparse
+import gc
 import math
+import os
 import random
 import re
+import resource
 import shlex
 import statistics
 import sys
 import time
+import tracemalloc
 from collections import Counter
 from pathlib import Path
 
-from digest.ranking import STOPWORDS, Doc, Index, Profile
+import numpy as np
 
-SEEDS = Path(__file__).resolve().parent.parent.parent / "shared" / "seeds"
-DATE_LINE = re.compile(r"^[A-Z][a-z]{2} \d{1,2}$")
+from digest.ranking import EQUIVALENTS, STOPWORDS, Doc, Index, Profile
+from digest.sources import parse_source
+
+ROOT = Path(__file__).resolve().parent.parent
+SEEDS = ROOT.parent / "shared" / "seeds"
+PROFILES = ROOT / "tests" / "data" / "relevance" / "profiles.json"
+_WORD = re.compile(r"[A-Za-z][A-Za-z0-9-]+")
 
 
-def seed_papers() -> list[tuple[str, str]]:
-    """(title, abstract) pairs from the seed lists: paragraphs after the date header line."""
+def seed_papers(seeds: Path = SEEDS) -> list[tuple[str, str]]:
+    """(title, abstract) of every paper of the seed lists, parsed as the project parses them."""
     papers = []
-    for path in sorted(SEEDS.glob("daily-papers-*.txt")):
-        paragraphs = [p.strip() for p in path.read_text().split("\n\n") if p.strip()]
-        start = next(i for i, p in enumerate(paragraphs) if DATE_LINE.match(p)) + 1
-        body = paragraphs[start:]
-        papers.extend(zip(body[0::2], body[1::2], strict=False))
+    for path in sorted(seeds.glob("daily-papers-*.txt")):
+        parsed = parse_source(path.read_bytes(), location=str(path))
+        papers.extend((p.title, p.abstract) for p in parsed.papers)
     return papers
 
 
@@ -54,21 +79,27 @@ def make_docs(n: int, rng: random.Random) -> list[Doc]:
     return docs
 
 
-def vocabulary(docs: list[Doc]) -> tuple[list[str], list[float]]:
-    """Title unigrams and bigrams (lowercase, no stopwords), weighted by sqrt(frequency)."""
+def vocabulary(docs: list[Doc]) -> list[str]:
+    """Research topics as readers type them, most popular first."""
+    import json
+
+    from digest.ranking import parse_keywords
+
+    typed = [kw for p in json.loads(PROFILES.read_text()) for kw in parse_keywords(p["keywords"])]
+    known = [form for forms in EQUIVALENTS for form in forms]
     counts: Counter[str] = Counter()
     for doc in docs[:300]:
-        words = [w for w in re.findall(r"[A-Za-z][A-Za-z0-9-]+", doc.title.lower())]
-        words = [w for w in words if w not in STOPWORDS and len(w) > 2]
+        words = [w for w in _WORD.findall(doc.title.lower()) if w not in STOPWORDS and len(w) > 2]
         counts.update(words)
         counts.update(f"{a} {b}" for a, b in zip(words, words[1:], strict=False))
-    terms = list(counts)
-    return terms, [math.sqrt(counts[t]) for t in terms]
+    titles = [term for term, _ in counts.most_common()]
+    return list(dict.fromkeys([*typed, *known, *titles]))
 
 
 def make_profiles(n: int, docs: list[Doc], rng: random.Random) -> list[Profile]:
-    """``n`` profiles with 3-8 keywords, 10% with an exclusion, 30% with seen papers."""
-    terms, weights = vocabulary(docs)
+    """``n`` subscribers with 3-8 keywords (Zipf-like over the vocabulary)."""
+    terms = vocabulary(docs)
+    weights = [1 / math.sqrt(rank + 1) for rank in range(len(terms))]
     keys = [d.key for d in docs]
     profiles = []
     for i in range(n):
@@ -83,40 +114,130 @@ def make_profiles(n: int, docs: list[Doc], rng: random.Random) -> list[Profile]:
     return profiles
 
 
+def peak_rss_mb() -> float:
+    """The process's peak resident set size so far, in MB (Linux reports kB)."""
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+
+
+def time_ranker(
+    docs: list[Doc], profiles: list[Profile], *, runs: int, chunk: int
+) -> dict[str, list[float]]:
+    """Seconds per repetition of each ranking figure."""
+    out: dict[str, list[float]] = {"build": [], "cold": [], "warm": [], "explained": []}
+    returned = 0
+    for _ in range(runs):
+        gc.collect()
+        t0 = time.perf_counter()
+        index = Index.build(docs)
+        t1 = time.perf_counter()
+        for _ in index.rank(profiles, chunk=chunk):
+            pass
+        t2 = time.perf_counter()
+        for _ in index.rank(profiles, chunk=chunk):
+            pass
+        t3 = time.perf_counter()
+        returned = 0
+        for _, ranked in index.rank(profiles, chunk=chunk):
+            for r in ranked:
+                returned += len(r.matches) > 0
+        t4 = time.perf_counter()
+        out["build"].append(t1 - t0)
+        out["cold"].append(t2 - t0)
+        out["warm"].append(t3 - t2)
+        out["explained"].append(t4 - t3)
+        del index
+    out["returned"] = [returned / len(profiles)]
+    return out
+
+
+def traced_peak_mb(docs: list[Doc], profiles: list[Profile], *, chunk: int) -> float:
+    """tracemalloc's peak during one warm pass (index built and compiled beforehand)."""
+    index = Index.build(docs)
+    for _ in index.rank(profiles, chunk=chunk):
+        pass
+    gc.collect()
+    tracemalloc.start()
+    for _ in index.rank(profiles, chunk=chunk):
+        pass
+    _, peak = tracemalloc.get_traced_memory()
+    tracemalloc.stop()
+    return peak / 1e6
+
+
+def time_baseline(
+    docs: list[Doc], profiles: list[Profile], *, runs: int, sample: int
+) -> tuple[float, list[float]]:
+    """rank-bm25: build time, and seconds per subscriber (get_scores + top-k) per repetition."""
+    import Stemmer
+    from rank_bm25 import BM25Okapi
+
+    stem = Stemmer.Stemmer("english").stemWords
+    word = re.compile(r"\w+")
+
+    def tokenize(text: str) -> list[str]:
+        return list(stem([w for w in word.findall(text.lower()) if w not in STOPWORDS]))
+
+    t0 = time.perf_counter()
+    bm25 = BM25Okapi([tokenize(f"{d.title} {d.abstract}") for d in docs])
+    build = time.perf_counter() - t0
+    keys = np.array([d.key for d in docs])
+    chosen = profiles[:sample]
+    per_subscriber = []
+    for _ in range(runs):
+        t0 = time.perf_counter()
+        for profile in chosen:
+            scores = bm25.get_scores(tokenize(" ".join(profile.keywords)))
+            top = np.argsort(-scores, kind="stable")[: profile.limit]
+            _ = [keys[i] for i in top if scores[i] > 0]
+        per_subscriber.append((time.perf_counter() - t0) / len(chosen))
+    return build, per_subscriber
+
+
 def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--profiles", type=int, default=20_000)
+    """Build the population, time the ranker and the baseline in one run, print the figures."""
+    parser = argparse.ArgumentParser(description=(__doc__ or "").splitlines()[0])
+    parser.add_argument("--profiles", type=int, default=100_000)
     parser.add_argument("--docs", type=int, default=1_000)
     parser.add_argument("--chunk", type=int, default=4096)
     parser.add_argument("--runs", type=int, default=3)
+    parser.add_argument("--baseline-sample", type=int, default=1_000)
     parser.add_argument("--seed", type=int, default=1)
     args = parser.parse_args()
     rng = random.Random(args.seed)
     docs = make_docs(args.docs, rng)
     profiles = make_profiles(args.profiles, docs, rng)
-
-    builds, cold, warm = [], [], []
-    returned = 0
-    for _ in range(args.runs):
-        t0 = time.perf_counter()
-        index = Index.build(docs)
-        t1 = time.perf_counter()
-        returned = sum(len(r) for _, r in index.rank(profiles, chunk=args.chunk))
-        t2 = time.perf_counter()
-        for _ in index.rank(profiles, chunk=args.chunk):
-            pass
-        t3 = time.perf_counter()
-        builds.append(t1 - t0)
-        cold.append(t2 - t0)
-        warm.append(t3 - t2)
-
     n = len(profiles)
+    distinct = len({k for p in profiles for k in p.keywords})
+    mean_keywords = statistics.fmean(len(p.keywords) for p in profiles)
+
+    ours = time_ranker(docs, profiles, runs=args.runs, chunk=args.chunk)
+    rss_ours = peak_rss_mb()
+    traced = traced_peak_mb(docs, profiles, chunk=args.chunk)
+    build, per_sub = time_baseline(docs, profiles, runs=args.runs, sample=args.baseline_sample)
+    med = {name: statistics.median(times) for name, times in ours.items()}
+    base_rate = 1 / statistics.median(per_sub)
+
     print(f"$ {shlex.join([sys.executable, *sys.argv])}")
-    print(f"{len(docs)} papers, {n} profiles, chunk {args.chunk}, median of {args.runs} runs")
-    print(f"index build          {statistics.median(builds) * 1000:8.0f} ms")
-    print(f"cold (build + rank)  {n / statistics.median(cold):8.0f} subscribers/s")
-    print(f"warm (rank only)     {n / statistics.median(warm):8.0f} subscribers/s")
-    print(f"papers returned      {returned / n:8.1f} per subscriber")
+    print(
+        f"{len(docs)} papers, {n} subscribers ({mean_keywords:.1f} keywords each on average, "
+        f"{distinct} distinct), chunk {args.chunk}, median of {args.runs} runs"
+    )
+    print(f"index build                     {med['build'] * 1000:9.0f} ms")
+    print(f"cold (build + compile + rank)   {n / med['cold']:9.0f} subscribers/s")
+    print(f"warm (rank)                     {n / med['warm']:9.0f} subscribers/s")
+    print(f"warm + every Ranked explained   {n / med['explained']:9.0f} subscribers/s")
+    print(f"papers returned                 {med['returned']:9.1f} per subscriber")
+    print(
+        f"baseline rank-bm25 get_scores   {base_rate:9.0f} subscribers/s "
+        f"(a sample of {min(args.baseline_sample, n)}, extrapolated; index {build * 1000:.0f} ms)"
+    )
+    print(f"ratio warm / baseline           {n / med['warm'] / base_rate:9.1f}x")
+    print(f"ratio cold / baseline           {n / med['cold'] / base_rate:9.1f}x")
+    print(f"ratio warm+explained / baseline {n / med['explained'] / base_rate:9.1f}x")
+    print(f"peak RSS after the ranker runs  {rss_ours:9.0f} MB")
+    print(f"tracemalloc peak, one warm pass {traced:9.0f} MB")
+    load = ", ".join(f"{x:.1f}" for x in os.getloadavg())
+    print(f"load average at the end         {load} (other work on the machine skews the figures)")
 
 
 if __name__ == "__main__":

@@ -10,44 +10,58 @@ How a pass works:
    stopwords take no position (so "mixture of experts" ~ "mixture-of-experts" ~ "mixture experts"),
    and punctuation such as ``.`` ``,`` ``(`` breaks a phrase.
 2. Every distinct keyword becomes a *concept*: the token sequences that count as a match (the
-   keyword, its hyphen-split/joined forms, acronym <-> expansion from ``EQUIVALENTS``) plus, for
-   multi-word keywords, its words ("units") for partial credit. A concept's weights over the papers
-   (and, for exclusions, the set of papers it matches) are computed the first time a profile uses
-   it and cached on the index, so each concept costs one pass per edition whatever its readers.
-3. Profiles are taken in chunks: a sparse profiles x concepts matrix times the concepts x papers
-   weights gives every score at once; exclusions are a second product; seen papers a mask;
-   ``argpartition`` picks each row's top-k; only those k become Python objects with explanations.
+   keyword, its hyphen-split/joined forms, acronym <-> expansion from ``EQUIVALENTS``) plus its
+   words ("units") for partial credit; a one-word acronym takes its expansion's words ("DPO":
+   direct, preference, optimization). A concept's weights over the papers (and, for exclusions,
+   the set of papers it matches) are computed the first time a profile uses it and cached on the
+   index, so each concept costs one pass per edition whatever its readers.
+3. Profiles are taken in chunks: a sparse profiles x concepts matrix times the dense float32
+   concepts x papers weights gives every score at once; exclusions are a second product; seen
+   papers a mask; a partition picks each row's top-k. That numeric part runs on a worker thread
+   (numpy and scipy release the GIL) while the next chunk's keywords are looked up. Each reader
+   gets a ``RankedList``: its ``Ranked`` objects and explanations are built on first read.
 
 Score of a paper for a profile = the sum over the profile's keywords of
 
-* a phrase (full) match: ``idf * (TITLE_WEIGHT * sat(tf_title) + sat(tf_abstract))``, BM25
+* the keyword itself: ``idf * (TITLE_WEIGHT * sat(tf_title) + sat(tf_abstract))`` with BM25
   saturation ``sat(tf) = tf (K1 + 1) / (tf + K1 (1 - b + b len / avglen))`` and BM25 idf over the
-  edition's papers; so one title mention (2.5 x idf) beats any number of abstract mentions
-  (< 2.2 x idf) for an ordinary title length;
-* otherwise, when enough of a multi-word keyword's words occur anywhere (all of them for up to
-  three words, all but one beyond), a partial credit ``PARTIAL_WEIGHT`` times the mean of the
-  words' own scores, each word's idf capped at the phrase's: at most ~0.4 x idf, below any full
-  match of the same keyword;
+  edition's papers, so one title mention (2.5 x idf) beats any number of abstract mentions
+  (< 2.2 x idf) for an ordinary title length. ``tf`` counts the phrase's occurrences, plus
+  ``NEAR_WEIGHT`` for each place its words stand side by side in another order ("optimizing
+  prompts" for "prompt optimization"). A passing mention -- once, in the abstract only, after its
+  first third -- counts ``PASSING_WEIGHT`` (half);
+* plus its words one by one: ``WORD_WEIGHT`` (0.15) times the mean of the words' own scores, each
+  word's idf capped at the phrase's, so a paper with only a word of the keyword comes far below
+  any paper with the phrase. A word inside another term of art does not count (the "mixture" of
+  "data mixtures" is not found in "mixture of experts"), unless the keyword contains that term;
 
 times an upvote tie-break ``1 + upvote_weight * log1p(upvotes)`` (default ``UPVOTE_WEIGHT`` =
 0.002: +1% at 150 upvotes, so it only reorders papers within about 1% of each other; multiplying
-keeps unmatched papers at 0 and folds into the concept weights, so it costs nothing per reader).
-Ties go to the smaller key. Scores are comparable within an edition only.
+keeps unmatched papers at 0 and folds into the concept weights, so it costs nothing per reader;
+``Index.build(docs, upvote_weight=0)`` turns it off). Ties go to the smaller key. Scores are
+float32, comparable within an edition only.
+
+Each rule was kept for what it did to nDCG@20 on the judged set (tests/data/relevance; the log
+is in its README's "Results"); bench/relevance.py measures it against plain BM25.
 """
 
 from __future__ import annotations
 
+import bisect
 import contextlib
+import dataclasses
 import gc
 import itertools
 import math
+import operator
 import re
 import threading
 import unicodedata
 from collections.abc import Iterable, Iterator, Mapping, Sequence
+from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass
 from functools import lru_cache
-from typing import Any, Literal
+from typing import Any, Literal, overload
 
 import numpy as np
 import numpy.typing as npt
@@ -67,7 +81,11 @@ TITLE_WEIGHT = 2.5
 K1 = 1.2
 B_TITLE = 0.3
 B_ABSTRACT = 0.75
-PARTIAL_WEIGHT = 0.05
+WORD_WEIGHT = 0.15
+NEAR_WEIGHT = 0.5
+NEAR_SLOP = 0
+PASSING_WEIGHT = 0.5
+PASSING_AFTER = 1 / 3
 UPVOTE_WEIGHT = 0.002
 
 # Acronym <-> expansion equivalences: any form of a group matches the others, also inside a
@@ -145,6 +163,7 @@ _OVERRIDE_GROUPS: Mapping[str, str] = {
     "vertex": "vertex vertices",
     "analyz": "analysis analyses analyze analyzed analyzes analyzing analyzer",
     "hypothesi": "hypothesis hypotheses",
+    "serving": "serving servings",  # model serving, not "serves as"
     "gpu": "gpus",
     "cpu": "cpus",
     "tpu": "tpus",
@@ -189,6 +208,11 @@ _KEYWORD_SPLIT_RE = re.compile(r"[,;\n\r]+")
 _CONTROL_RE = re.compile(r"[\x00-\x1f\x7f-\x9f\u200b-\u200f\u202a-\u202e\u2060-\u2064\ufeff]")
 
 _DENSE_CELLS = 1 << 23  # a chunk's concepts x papers block densified up to 64 MB, else sparse
+_KEYWORDS = operator.attrgetter("keywords")
+_EXCLUDE = operator.attrgetter("exclude")
+_SEEN = operator.attrgetter("seen")
+_LIMIT = operator.attrgetter("limit")
+_EXPLAINED_CACHE = 100_000  # (keyword, paper) -> matches, reused across readers; bounds memory
 _ABSTRACT_BASE = 1 << 20  # abstract positions start here; titles never reach it
 _FIELDS: tuple[Field, Field] = ("title", "abstract")
 
@@ -441,10 +465,56 @@ def _occurrences(
     return found
 
 
-def _field_counts(spans: set[tuple[int, int]]) -> tuple[int, int]:
-    starts = {start for start, _ in spans}
-    title = sum(1 for start in starts if start < _ABSTRACT_BASE)
-    return title, len(starts) - title
+@lru_cache(maxsize=1)
+def _art_phrases() -> tuple[tuple[Variant, ...], ...]:
+    """The multi-word forms of each equivalence group that has some: the terms of art."""
+    groups, _ = _equivalence_table()
+    phrases = (tuple(form for form in forms if len(form) >= 2) for forms in groups)
+    return tuple(forms for forms in phrases if forms)
+
+
+@lru_cache(maxsize=100_000)
+def _own_terms(concept: _Concept) -> frozenset[int]:
+    """The terms of art (indices into ``_art_phrases``) that a keyword itself contains."""
+    own = {piece for variant in concept.variants for piece in _subsequences(variant)}
+    return frozenset(i for i, forms in enumerate(_art_phrases()) if own.intersection(forms))
+
+
+def _subsequences(variant: Variant) -> Iterator[Variant]:
+    for length in range(1, len(variant) + 1):
+        for at in range(len(variant) - length + 1):
+            yield variant[at : at + length]
+
+
+def _near(units: list[dict[int, list[int]]], slop: int) -> dict[int, tuple[int, int]]:
+    """doc -> (title, abstract) count of places where every unit occurs within a short window.
+
+    Anchored on the rarest unit's occurrences: each other unit must start within
+    ``len(units) - 1 + slop`` positions of it, either side, in the same field.
+    """
+    if not units:
+        return {}
+    docs = set(units[0]).intersection(*units[1:])
+    reach = len(units) - 1 + slop
+    out: dict[int, tuple[int, int]] = {}
+    for doc in docs:
+        lists = sorted((u[doc] for u in units), key=len)
+        anchor, others = lists[0], lists[1:]
+        title = abstract = 0
+        for p in anchor:
+            if all(_within(other, p, reach) for other in others):
+                if p < _ABSTRACT_BASE:
+                    title += 1
+                else:
+                    abstract += 1
+        if title or abstract:
+            out[doc] = (title, abstract)
+    return out
+
+
+def _within(starts: list[int], p: int, reach: int) -> bool:
+    i = bisect.bisect_left(starts, p - reach)
+    return i < len(starts) and starts[i] <= p + reach
 
 
 @lru_cache(maxsize=1)
@@ -518,19 +588,30 @@ def _compile(keyword: str) -> _Concept | None:
         return None
     variants = _expand(_literal_variants(keyword[:MAX_KEYWORD_CHARS]))
     unit_variants: tuple[tuple[Variant, ...], ...] = ()
+    if len(units) == 1:
+        # an acronym is the same keyword as its expansion: it gets the expansion's words too
+        units = _expansion_units(units[0]) or units
     if len(units) >= 2:
         unit_variants = tuple(tuple(_expand(list(unit))) for unit in units)
     key = repr((sorted(variants), sorted(sorted(u) for u in unit_variants)))
     return _Concept(key=key, variants=tuple(variants), units=unit_variants)
 
 
-def _needed_units(n: int) -> int:
-    return n if n <= 3 else n - 1
+def _expansion_units(alternatives: list[Variant]) -> list[list[Variant]]:
+    """The words of the longest equivalent form of a one-word keyword, if it has one."""
+    groups, where = _equivalence_table()
+    forms = [form for alt in alternatives for g in where.get(alt, ()) for form in groups[g]]
+    longest = max(forms, key=len, default=())
+    if len(longest) < 2:
+        return []
+    return [[(term,)] for term in longest]
 
 
 _Detail = tuple[tuple[Field, int, bool], ...]
 _IntArray = npt.NDArray[np.int64]
 _FloatArray = npt.NDArray[np.float64]
+_F32Array = npt.NDArray[np.float32]
+_Vectors = tuple[_FloatArray, _FloatArray, _FloatArray]
 
 
 class Index:
@@ -544,6 +625,7 @@ class Index:
         title_len: _FloatArray,
         abstract_len: _FloatArray,
         boost: _FloatArray,
+        abstract_span: _FloatArray | None = None,
     ) -> None:
         self.keys = keys
         self._postings = postings
@@ -556,15 +638,24 @@ class Index:
         self._title_norm = 1 - B_TITLE + B_TITLE * title_len / max(title_avg, 1e-9)
         self._abstract_norm = 1 - B_ABSTRACT + B_ABSTRACT * abstract_len / max(abstract_avg, 1e-9)
         self._boost = boost
+        self._abstract_span = abstract_len if abstract_span is None else abstract_span
         self._kw_cid: dict[str, int] = {}
         self._key_cid: dict[str, int] = {}
-        self._details: list[dict[int, _Detail]] = []
+        # per concept, aligned with its weights' nonzeros: phrase and word counts by field
+        self._details: list[_IntArray] = []
+        self._fields: _IntArray = np.zeros((0, 4), dtype=np.int64)
         self._explained: dict[tuple[str, int], tuple[Match, ...]] = {}
-        self._occ_cache: dict[tuple[Variant, ...], dict[int, tuple[int, int]]] = {}
+        self._vector_cache: dict[Any, tuple[npt.NDArray[np.int32], npt.NDArray[np.int32]]] = {}
+        self._span_cache: dict[tuple[Variant, ...], dict[int, list[int]]] = {}
+        self._art: dict[int, dict[int, tuple[int, ...]]] | None = None
+        self._free_cache: dict[
+            tuple[tuple[Variant, ...], frozenset[int]], dict[int, list[int]]
+        ] = {}
         self._w_rows: list[tuple[_IntArray, _FloatArray]] = []
         self._x_rows: list[_IntArray] = []
         self._nonzero: _IntArray = np.zeros(0, dtype=np.int64)
         self._wt: Any = None
+        self._dense: _F32Array | None = None
         self._xt: Any = None
         self._built_rows = 0
 
@@ -578,6 +669,7 @@ class Index:
         postings = _Postings()
         title_len = np.zeros(len(keys))
         abstract_len = np.zeros(len(keys))
+        abstract_span = np.zeros(len(keys))
         boost = np.ones(len(keys))
         for i, key in enumerate(keys):
             doc = unique[key]
@@ -585,6 +677,7 @@ class Index:
             postings.add(i, tokens)
             tokens, abstract_len[i] = _scan(doc.abstract, _ABSTRACT_BASE)
             postings.add(i, tokens)
+            abstract_span[i] = tokens[-1][2] - _ABSTRACT_BASE + 1 if tokens else 0
             if doc.upvotes:
                 boost[i] += upvote_weight * math.log1p(max(doc.upvotes, 0))
         return cls(
@@ -593,6 +686,7 @@ class Index:
             title_len=title_len,
             abstract_len=abstract_len,
             boost=boost,
+            abstract_span=abstract_span,
         )
 
     def __len__(self) -> int:
@@ -600,11 +694,43 @@ class Index:
 
     def rank(
         self, profiles: Iterable[Profile], *, chunk: int = 4096
-    ) -> Iterator[tuple[Profile, list[Ranked]]]:
-        """Rank every profile, streaming ``(profile, ranked)`` in input order, chunk by chunk."""
+    ) -> Iterator[tuple[Profile, RankedList]]:
+        """Rank every profile, streaming ``(profile, ranked)`` in input order, chunk by chunk.
+
+        While one chunk's scores and top-k are computed on a worker thread (numpy and scipy
+        release the GIL there), the next chunk's keywords are looked up on this one.
+        """
         it = iter(profiles)
-        while batch := list(itertools.islice(it, max(chunk, 1))):
-            yield from zip(batch, self._rank_chunk(batch), strict=True)
+        size = max(chunk, 1)
+        batch = list(itertools.islice(it, size))
+        if len(batch) < size:  # one chunk: nothing to overlap
+            if batch:
+                yield from zip(batch, self._finish(self._prepare(batch)), strict=True)
+            return
+        # two workers, each on half of a chunk's rows: with this thread's Python work, that
+        # keeps both cores of a small machine busy
+        with ThreadPoolExecutor(max_workers=2, thread_name_prefix="rank") as pool:
+            pending: tuple[list[Profile], _Prepared, list[Future[_Picked]]] | None = None
+            while batch:
+                prepared = self._prepare(batch)
+                futures = [pool.submit(_pick, half) for half in _halves(prepared)]
+                if pending is not None:
+                    yield from self._finished(*pending)
+                pending = (batch, prepared, futures)
+                batch = list(itertools.islice(it, size))
+            if pending is not None:
+                yield from self._finished(*pending)
+
+    def _finished(
+        self, batch: list[Profile], prepared: _Prepared, futures: list[Future[_Picked]]
+    ) -> Iterator[tuple[Profile, RankedList]]:
+        parts = [future.result() for future in futures]
+        picked = (
+            np.concatenate([best for best, _, _ in parts]),
+            np.concatenate([values for _, values, _ in parts]),
+            np.concatenate([counts for _, _, counts in parts]),
+        )
+        return zip(batch, self._finish(prepared, picked), strict=True)
 
     # concepts
 
@@ -623,75 +749,136 @@ class Index:
             self._kw_cid[keyword] = cid
         return cid
 
-    def _counts(self, variants: tuple[Variant, ...]) -> dict[int, tuple[int, int]]:
-        counts = self._occ_cache.get(variants)
-        if counts is None:
-            occurrences = _occurrences(self._postings, variants)
-            counts = {doc: _field_counts(spans) for doc, spans in occurrences.items()}
-            self._occ_cache[variants] = counts
-        return counts
+    def _spans(self, variants: tuple[Variant, ...]) -> dict[int, list[int]]:
+        """doc -> sorted start positions of ``variants`` in it (title, then abstract)."""
+        spans = self._span_cache.get(variants)
+        if spans is None:
+            spans = {
+                doc: sorted({start for start, _ in found})
+                for doc, found in _occurrences(self._postings, variants).items()
+            }
+            self._span_cache[variants] = spans
+        return spans
+
+    def _covered(self) -> dict[int, dict[int, tuple[int, ...]]]:
+        """doc -> position -> the terms of art (indices into ``_art_phrases``) covering it."""
+        if self._art is None:
+            covered: dict[int, dict[int, tuple[int, ...]]] = {}
+            for term, forms in enumerate(_art_phrases()):
+                for doc, found in _occurrences(self._postings, forms).items():
+                    at = covered.setdefault(doc, {})
+                    for start, end in found:
+                        for p in range(start, end + 1):
+                            at[p] = (*at.get(p, ()), term)
+            self._art = covered
+        return self._art
+
+    def _free_spans(self, unit: tuple[Variant, ...], concept: _Concept) -> dict[int, list[int]]:
+        """Where a keyword's word occurs outside any other term of art: the "mixture" of
+        "data mixtures" is not found in "mixture of experts", nor "adaptation" in "low-rank
+        adaptation" (unless the keyword itself contains that term)."""
+        own = _own_terms(concept)
+        cached = self._free_cache.get((unit, own))
+        if cached is not None:
+            return cached
+        covered = self._covered()
+        out: dict[int, list[int]] = {}
+        for doc, starts in self._spans(unit).items():
+            at = covered.get(doc)
+            if at:
+                starts = [p for p in starts if not any(term not in own for term in at.get(p, ()))]
+            if starts:
+                out[doc] = starts
+        self._free_cache[(unit, own)] = out
+        return out
+
+    def _vectors(self, spans: dict[int, list[int]]) -> _Vectors:
+        """Per paper: occurrences in the title, in the abstract, and the first abstract
+        position (``inf`` where there is none) of a phrase whose start positions are given."""
+        n = self._n
+        title, abstract = np.zeros(n), np.zeros(n)
+        first = np.full(n, np.inf)
+        if spans:
+            lens = [len(starts) for starts in spans.values()]
+            starts = np.fromiter(
+                itertools.chain.from_iterable(spans.values()), dtype=np.int64, count=sum(lens)
+            )
+            docs = np.repeat(np.fromiter(spans, dtype=np.int64, count=len(spans)), lens)
+            in_abstract = starts >= _ABSTRACT_BASE
+            title += np.bincount(docs[~in_abstract], minlength=n)
+            abstract += np.bincount(docs[in_abstract], minlength=n)
+            np.minimum.at(first, docs[in_abstract], starts[in_abstract] - _ABSTRACT_BASE)
+        return title, abstract, first
+
+    def _unit_vectors(self, unit: tuple[Variant, ...], concept: _Concept) -> _Vectors:
+        """``_vectors`` of a keyword's word outside other terms of art, cached compactly (the
+        same words recur across many keywords)."""
+        own = _own_terms(concept)
+        compact = self._vector_cache.get((unit, own))
+        if compact is None:
+            title, abstract, first = self._vectors(self._free_spans(unit, concept))
+            docs = np.flatnonzero(title + abstract).astype(np.int32)
+            counts = np.stack([title[docs], abstract[docs]]).astype(np.int32)
+            self._vector_cache[(unit, own)] = (docs, counts)
+            return title, abstract, first
+        docs, counts = compact
+        title, abstract = np.zeros(self._n), np.zeros(self._n)
+        title[docs], abstract[docs] = counts
+        return title, abstract, np.full(self._n, np.inf)
 
     def _idf(self, df: int) -> float:
         return math.log(1.0 + (self._n - df + 0.5) / (df + 0.5))
 
-    def _weights(self, docs: _IntArray, title: _FloatArray, abstract: _FloatArray) -> _FloatArray:
-        """Field-weighted BM25 saturation of term frequencies, times the upvote boost."""
+    def _weights(self, title: _FloatArray, abstract: _FloatArray) -> _FloatArray:
+        """Field-weighted BM25 saturation of every paper's term frequencies, times its upvote
+        boost."""
         k1 = K1
         return (
-            TITLE_WEIGHT * title * (k1 + 1) / (title + k1 * self._title_norm[docs])
-            + abstract * (k1 + 1) / (abstract + k1 * self._abstract_norm[docs])
-        ) * self._boost[docs]
+            TITLE_WEIGHT * title * (k1 + 1) / (title + k1 * self._title_norm)
+            + abstract * (k1 + 1) / (abstract + k1 * self._abstract_norm)
+        ) * self._boost
 
     def _add_concept(self, concept: _Concept) -> int:
-        full = self._counts(concept.variants)
-        idf = self._idf(len(full))
-        details: dict[int, _Detail] = {
-            doc: tuple((field, n, False) for field, n in zip(_FIELDS, counts, strict=True) if n)
-            for doc, counts in full.items()
-        }
-        docs = np.fromiter(full, dtype=np.int64, count=len(full))
-        tf = np.array(list(full.values()), dtype=np.float64).reshape(-1, 2)
-        weights = idf * self._weights(docs, tf[:, 0], tf[:, 1])
+        title, abstract, first = self._vectors(self._spans(concept.variants))
+        in_phrase = (title + abstract) > 0
+        near_title, near_abstract = np.zeros(self._n), np.zeros(self._n)
+        units: list[_Vectors] = []
         if concept.units:
-            unit_counts = [self._counts(unit) for unit in concept.units]
-            need = _needed_units(len(unit_counts))
-            present: dict[int, int] = {}
-            for counts in unit_counts:
-                for doc in counts:
-                    if doc not in full:
-                        present[doc] = present.get(doc, 0) + 1
-            partial = np.array([d for d, n in present.items() if n >= need], dtype=np.int64)
-            if len(partial):
-                total = np.zeros(len(partial))
-                in_fields = np.zeros((len(partial), 2))
-                for counts in unit_counts:
-                    unit_tf = np.array(
-                        [counts.get(d, (0, 0)) for d in partial.tolist()], dtype=float
-                    )
-                    unit_idf = min(self._idf(len(counts)), idf)  # never above the phrase's
-                    total += unit_idf * self._weights(partial, unit_tf[:, 0], unit_tf[:, 1])
-                    in_fields += unit_tf
-                docs = np.concatenate([docs, partial])
-                weights = np.concatenate([weights, PARTIAL_WEIGHT * total / len(unit_counts)])
-                for doc, (in_title, in_abstract) in zip(
-                    partial.tolist(), in_fields.astype(int).tolist(), strict=True
-                ):
-                    details[doc] = tuple(
-                        (field, n, True)
-                        for field, n in zip(_FIELDS, (in_title, in_abstract), strict=True)
-                        if n
-                    )
-        order = np.argsort(docs)
-        self._w_rows.append((docs[order], weights[order]))
-        self._x_rows.append(np.sort(np.fromiter(full, dtype=np.int64, count=len(full))))
-        self._details.append(details)
+            units = [self._unit_vectors(unit, concept) for unit in concept.units]
+            unit_spans = [self._free_spans(unit, concept) for unit in concept.units]
+            for doc, (t, a) in _near(unit_spans, NEAR_SLOP).items():
+                near_title[doc], near_abstract[doc] = t, a
+        idf = self._idf(int(np.count_nonzero(in_phrase | ((near_title + near_abstract) > 0))))
+        # the keyword itself: phrase occurrences, plus its words side by side in another order
+        pt = title + NEAR_WEIGHT * np.maximum(near_title - title, 0.0)
+        pa = abstract + NEAR_WEIGHT * np.maximum(near_abstract - abstract, 0.0)
+        weights = idf * self._weights(pt, pa)
+        # a passing mention: once, in the abstract only, past its first third
+        passing = in_phrase & (pt == 0) & (pa <= 1) & (first > PASSING_AFTER * self._abstract_span)
+        weights[passing] *= PASSING_WEIGHT
+        # its words one by one: a low tier under any phrase match, each capped at the phrase's idf
+        word_title, word_abstract = np.zeros(self._n), np.zeros(self._n)
+        if units:
+            words = np.zeros(self._n)
+            for ut, ua, _ in units:
+                unit_idf = min(self._idf(int(np.count_nonzero(ut + ua))), idf)
+                words += unit_idf * self._weights(ut, ua)
+                word_title += ut
+                word_abstract += ua
+            weights += WORD_WEIGHT * words / len(units)
+        docs = np.flatnonzero(weights > 0)
+        fields = np.stack([title, abstract, word_title, word_abstract], axis=1)[docs]
+        self._w_rows.append((docs, weights[docs]))
+        self._x_rows.append(np.flatnonzero(in_phrase))
+        self._details.append(fields.astype(np.int64))
         cid = len(self._details) - 1
         self._key_cid[concept.key] = cid
         return cid
 
-    def _matrices(self) -> tuple[Any, Any, _IntArray]:
-        """The concepts x papers weights, exclusions and sorted ``concept * n + paper`` keys of the
-        weights' nonzeros, grown to the current vocabulary."""
+    def _matrices(self) -> tuple[Any, Any, _IntArray, _F32Array | None]:
+        """The concepts x papers weights (sparse, and dense float32 while small), exclusions,
+        and sorted ``concept * n + paper`` keys of the weights' nonzeros, grown to the current
+        vocabulary."""
         n_rows = len(self._w_rows)
         if self._wt is None or self._built_rows < n_rows:
             wt = _csr_rows(
@@ -701,87 +888,129 @@ class Index:
             self._xt = _csr_rows(self._x_rows, [np.ones(len(x)) for x in self._x_rows], self._n)
             rows = np.repeat(np.arange(n_rows, dtype=np.int64), np.diff(wt.indptr))
             self._nonzero = rows * self._n + wt.indices
+            self._fields = np.concatenate(self._details) if self._details else self._fields
+            self._dense = (
+                wt.toarray().astype(np.float32) if n_rows * self._n <= _DENSE_CELLS else None
+            )
             self._built_rows = n_rows
-        return self._wt, self._xt, self._nonzero
+        return self._wt, self._xt, self._nonzero, self._dense
 
     # ranking
 
-    def _profile_concepts(self, keywords: Iterable[str]) -> list[tuple[str, int]]:
-        """(keyword, concept id) for a profile's keywords, one per concept, bounded.
+    def _profile_concepts(self, keywords: Iterable[str]) -> tuple[list[str], list[int]]:
+        """The keywords of a profile and their concept ids, one keyword per concept, bounded.
 
         The profile's own order is kept: explanations follow it, and float sums, taken in it,
         come out the same whatever batch the profile is ranked in.
         """
+        if not isinstance(keywords, tuple) or len(keywords) > MAX_KEYWORDS:
+            keywords = tuple(itertools.islice(keywords, MAX_KEYWORDS))
+        get = self._kw_cid.get
+        cids = [get(keyword, -2) for keyword in keywords]
+        if -2 in cids:
+            cids = [
+                self._concept_id(k) if c == -2 else c for k, c in zip(keywords, cids, strict=True)
+            ]
+        if -1 not in cids and len(set(cids)) == len(cids):
+            return list(keywords), cids  # the common case: every keyword a distinct concept
         seen: set[int] = set()
-        out: list[tuple[str, int]] = []
-        for keyword in itertools.islice(keywords, MAX_KEYWORDS):
-            cid = self._concept_id(keyword)
+        kept_keywords: list[str] = []
+        kept: list[int] = []
+        for keyword, cid in zip(keywords, cids, strict=True):
             if cid >= 0 and cid not in seen:
                 seen.add(cid)
-                out.append((keyword, cid))
-        return out
+                kept_keywords.append(keyword)
+                kept.append(cid)
+        return kept_keywords, kept
 
-    def _rank_chunk(self, batch: list[Profile]) -> list[list[Ranked]]:
+    def _prepare(self, batch: list[Profile]) -> _Prepared:
+        """A chunk's profiles as arrays: concepts, limits, exclusions and seen papers."""
         n = self._n
-        wanted = [self._profile_concepts(p.keywords) for p in batch]
-        limits = np.array([max(0, min(int(p.limit), n)) for p in batch], dtype=np.int64)
-        top = int(limits.max(initial=0))
-        if top == 0 or not any(wanted):
-            return [[] for _ in batch]
-        indptr, cids = _flatten([[cid for _, cid in concepts] for concepts in wanted])
-        scores = self._scores(indptr, cids)
-        if any(p.exclude for p in batch):
-            excluded = [[cid for _, cid in self._profile_concepts(p.exclude)] for p in batch]
-            _, xt, _ = self._matrices()
-            ex_indptr, ex_cids = _flatten(excluded)
-            ex_profiles = sparse.csr_array(
-                (np.ones(len(ex_cids)), ex_cids, ex_indptr), shape=(len(batch), xt.shape[0])
-            )
-            hits = (ex_profiles @ xt).tocoo()
-            scores[hits.row, hits.col] = 0.0
-        for i, profile in enumerate(batch):
-            if profile.seen:
-                seen = profile.seen & self._key_set
-                if seen:
-                    scores[i, [self._key_index[key] for key in seen]] = 0.0
-        best, values, counts = _top(scores, top, limits)
+        m = len(batch)
         with _collector_paused():
-            explanations = self._explain(wanted, indptr, cids, best, counts)
-            keys = self.keys
-            out: list[list[Ranked]] = []
-            at = 0
-            for docs, row_values, count in zip(
-                best.tolist(), values.tolist(), counts.tolist(), strict=True
-            ):
-                out.append(
-                    [
-                        Ranked(key=keys[doc], score=score, matches=explanations[at + j])
-                        for j, (doc, score) in enumerate(
-                            zip(docs[:count], row_values[:count], strict=True)
-                        )
-                    ]
-                )
-                at += count
-        return out
+            keywords, indptr, cids = self._chunk_concepts(list(map(_KEYWORDS, batch)))
+            limits = np.fromiter(map(int, map(_LIMIT, batch)), dtype=np.int64, count=m)
+            np.clip(limits, 0, n, out=limits)
+            excluded = None
+            exclude = list(map(_EXCLUDE, batch))
+            if any(exclude):
+                _, ex_indptr, ex_cids = self._chunk_concepts(exclude)
+                excluded = (ex_indptr, ex_cids)
+            seen = list(map(_SEEN, batch))
+            seen_lens = list(map(len, seen))
+            seen_rows = seen_cols = np.zeros(0, dtype=np.int64)
+            if any(seen_lens):
+                get = self._key_index.get
+                cols = [get(key, -1) for key in itertools.chain.from_iterable(seen)]
+                seen_rows = np.repeat(np.arange(m, dtype=np.int64), seen_lens)
+                seen_cols = np.array(cols, dtype=np.int64)
+                known = seen_cols >= 0
+                seen_rows, seen_cols = seen_rows[known], seen_cols[known]
+        wt, xt, _, dense = self._matrices()
+        return _Prepared(
+            keywords=keywords,
+            indptr=indptr,
+            cids=cids,
+            limits=limits,
+            top=int(limits.max(initial=0)),
+            excluded=excluded,
+            seen_rows=seen_rows,
+            seen_cols=seen_cols,
+            wt=wt,
+            xt=xt,
+            dense=dense,
+        )
 
-    def _scores(self, indptr: _IntArray, cids: _IntArray) -> _FloatArray:
-        """The dense chunk x papers scores: one sparse product against the concept weights."""
-        wt, _, _ = self._matrices()
-        m = len(indptr) - 1
-        local, inverse = np.unique(cids, return_inverse=True)
-        ones = np.ones(len(cids))
-        if len(local) * self._n <= _DENSE_CELLS:
-            # the chunk's concepts as a dense block: sparse x dense is several times faster than
-            # sparse x sparse here, since the scores are dense anyway
-            block = wt[local].toarray()
-            profiles = sparse.csr_array((ones, inverse, indptr), shape=(m, len(local)))
-            return np.asarray(profiles @ block)
-        profiles = sparse.csr_array((ones, cids, indptr), shape=(m, wt.shape[0]))
-        return np.asarray((profiles @ wt).toarray())
+    def _finish(self, prepared: _Prepared, picked: _Picked | None = None) -> list[RankedList]:
+        """The chunk's results, one lazily built list per profile."""
+        if picked is None:
+            picked = _pick(prepared)
+        best, values, counts = picked
+        chunk = _Chunk(
+            self, prepared.keywords, prepared.indptr, prepared.cids, best, values, counts
+        )
+        empty = RankedList.empty()
+        with _collector_paused():
+            return [
+                RankedList(chunk, row, count) if count else empty
+                for row, count in enumerate(counts.tolist())
+            ]
+
+    def _chunk_concepts(
+        self, keyword_lists: list[tuple[str, ...]]
+    ) -> tuple[list[str], _IntArray, _IntArray]:
+        """Keywords, CSR row pointers and concept ids of many profiles' keyword lists.
+
+        As ``_profile_concepts`` for each list (bounded, a concept once, in the profile's
+        order), with one dict lookup per keyword and the rest done on arrays.
+        """
+        lists: list[tuple[str, ...]] = keyword_lists
+        if not all(type(kws) is tuple for kws in lists) or max(map(len, lists)) > MAX_KEYWORDS:
+            lists = [tuple(itertools.islice(kws, MAX_KEYWORDS)) for kws in lists]
+        lens = list(map(len, lists))
+        keywords = list(itertools.chain.from_iterable(lists))
+        flat: list[int | None] = list(map(self._kw_cid.get, keywords))
+        if None in flat:  # keywords met for the first time: compile them
+            flat = [
+                self._concept_id(k) if c is None else c for k, c in zip(keywords, flat, strict=True)
+            ]
+        cids = np.array(flat, dtype=np.int64)
+        rows = np.repeat(np.arange(len(lists), dtype=np.int64), lens)
+        # keep the first keyword of each (profile, concept), and none without content
+        _, first = np.unique(rows * (len(self._details) + 1) + cids, return_index=True)
+        keep = np.zeros(len(cids), dtype=bool)
+        keep[first] = True
+        keep &= cids >= 0
+        if not keep.all():
+            keywords = list(itertools.compress(keywords, keep.tolist()))
+            cids, rows = cids[keep], rows[keep]
+        indptr = np.zeros(len(lists) + 1, dtype=np.int64)
+        np.cumsum(np.bincount(rows, minlength=len(lists)), out=indptr[1:])
+        return keywords, indptr, cids
 
     def _explain(
         self,
-        wanted: list[list[tuple[str, int]]],
+        keywords: list[str],
         indptr: _IntArray,
         cids: _IntArray,
         best: _IntArray,
@@ -799,25 +1028,242 @@ class Index:
             indptr[pair_row] - (np.cumsum(lens) - lens), lens
         )
         query = cids[entry_pos] * self._n + pair_doc[entry_pair]
-        _, _, nonzero = self._matrices()
+        _, _, nonzero, _ = self._matrices()
         where = np.minimum(np.searchsorted(nonzero, query), max(len(nonzero) - 1, 0))
         hit = nonzero[where] == query if len(nonzero) else np.zeros(len(query), dtype=bool)
-        keywords = [keyword for concepts in wanted for keyword, _ in concepts]
-        flat_cids = cids.tolist()
+        fields: list[list[int]] = self._fields[where[hit]].tolist()
         docs = pair_doc.tolist()
-        details = self._details
         cache = self._explained
         explanations: list[tuple[Match, ...]] = [()] * len(docs)
-        for pair, pos in zip(entry_pair[hit].tolist(), entry_pos[hit].tolist(), strict=True):
+        for pair, pos, in_fields in zip(
+            entry_pair[hit].tolist(), entry_pos[hit].tolist(), fields, strict=True
+        ):
             keyword, doc = keywords[pos], docs[pair]
             found = cache.get((keyword, doc))
             if found is None:
-                found = cache[(keyword, doc)] = tuple(
-                    Match(keyword=keyword, field=field, count=count, partial=partial)
-                    for field, count, partial in details[flat_cids[pos]][doc]
-                )
+                if len(cache) >= _EXPLAINED_CACHE:
+                    cache.clear()
+                found = cache[(keyword, doc)] = _matches(keyword, in_fields)
             explanations[pair] += found
         return explanations
+
+
+def _matches(keyword: str, counts: list[int]) -> tuple[Match, ...]:
+    """A keyword's matches in a paper from its (phrase, phrase, words, words) field counts."""
+    title, abstract, word_title, word_abstract = counts
+    if title or abstract:
+        return tuple(
+            Match(keyword=keyword, field=field, count=n)
+            for field, n in zip(_FIELDS, (title, abstract), strict=True)
+            if n
+        )
+    return tuple(
+        Match(keyword=keyword, field=field, count=n, partial=True)
+        for field, n in zip(_FIELDS, (word_title, word_abstract), strict=True)
+        if n
+    )
+
+
+class _Chunk:
+    """A chunk's results as compact arrays; explanations are worked out when first read."""
+
+    __slots__ = (
+        "_index",
+        "_keywords",
+        "_indptr",
+        "_cids",
+        "_best",
+        "_values",
+        "_counts",
+        "_rows",
+        "_lock",
+    )
+
+    def __init__(
+        self,
+        index: Index,
+        keywords: list[str],
+        indptr: _IntArray,
+        cids: _IntArray,
+        best: _IntArray,
+        values: _F32Array,
+        counts: _IntArray,
+    ) -> None:
+        self._index = index
+        self._keywords = keywords
+        self._indptr = indptr
+        self._cids = cids
+        self._best = best
+        self._values = values
+        self._counts = counts
+        self._rows: list[list[Ranked]] | None = None
+        self._lock = threading.Lock()
+
+    def row(self, row: int) -> list[Ranked]:
+        """The Ranked objects of one profile, best first (the chunk's are all built at once)."""
+        with self._lock:
+            if self._rows is None:
+                with _collector_paused():
+                    self._rows = self._build()
+        return self._rows[row]
+
+    def _build(self) -> list[list[Ranked]]:
+        explanations = self._index._explain(
+            self._keywords, self._indptr, self._cids, self._best, self._counts
+        )
+        keys = self._index.keys
+        out: list[list[Ranked]] = []
+        at = 0
+        for docs, values, count in zip(
+            self._best.tolist(), self._values.tolist(), self._counts.tolist(), strict=True
+        ):
+            out.append(
+                [
+                    Ranked(key=keys[doc], score=score, matches=explanations[at + j])
+                    for j, (doc, score) in enumerate(zip(docs[:count], values[:count], strict=True))
+                ]
+            )
+            at += count
+        return out
+
+
+class RankedList(Sequence[Ranked]):
+    """One reader's ranked papers, best first: a read-only sequence of :class:`Ranked`.
+
+    The ranking is done when it is made; the ``Ranked`` objects and their explanations are built
+    the first time it is read, so a pass over many readers makes few Python objects.
+    """
+
+    __slots__ = ("_chunk", "_row", "_len", "_items")
+
+    def __init__(self, chunk: _Chunk | None, row: int, length: int) -> None:
+        self._chunk = chunk
+        self._row = row
+        self._len = length
+        self._items: list[Ranked] | None = None if length else []
+
+    @classmethod
+    def empty(cls) -> RankedList:
+        """A list with nothing in it."""
+        return cls(None, 0, 0)
+
+    def _list(self) -> list[Ranked]:
+        items = self._items
+        if items is None:
+            assert self._chunk is not None
+            items = self._items = self._chunk.row(self._row)
+            self._chunk = None
+        return items
+
+    def __len__(self) -> int:
+        return self._len
+
+    @overload
+    def __getitem__(self, i: int) -> Ranked: ...
+
+    @overload
+    def __getitem__(self, i: slice) -> list[Ranked]: ...
+
+    def __getitem__(self, i: int | slice) -> Ranked | list[Ranked]:
+        return self._list()[i]
+
+    def __iter__(self) -> Iterator[Ranked]:
+        return iter(self._list())
+
+    def __eq__(self, other: object) -> bool:
+        if isinstance(other, RankedList | list | tuple):
+            return self._list() == list(other)
+        return NotImplemented
+
+    __hash__ = None  # type: ignore[assignment]
+
+    def __repr__(self) -> str:
+        return f"RankedList({self._list()!r})"
+
+
+@dataclass(frozen=True, kw_only=True, slots=True)
+class _Prepared:
+    """A chunk ready for the numeric pass: everything the worker thread reads, nothing shared."""
+
+    keywords: list[str]
+    indptr: _IntArray
+    cids: _IntArray
+    limits: _IntArray
+    top: int  # the largest limit of the whole chunk: every part picks as many
+    excluded: tuple[_IntArray, _IntArray] | None
+    seen_rows: _IntArray
+    seen_cols: _IntArray
+    wt: Any
+    xt: Any
+    dense: _F32Array | None
+
+
+_Picked = tuple[_IntArray, _F32Array, _IntArray]
+
+
+def _halves(prepared: _Prepared) -> list[_Prepared]:
+    """The chunk's first and second half of rows, each a chunk of its own."""
+    m = len(prepared.limits)
+    out = []
+    for lo, hi in ((0, m // 2), (m // 2, m)):
+        indptr, cids = _rows(prepared.indptr, prepared.cids, lo, hi)
+        excluded = None
+        if prepared.excluded is not None:
+            excluded = _rows(*prepared.excluded, lo, hi)
+        inside = (prepared.seen_rows >= lo) & (prepared.seen_rows < hi)
+        out.append(
+            dataclasses.replace(
+                prepared,
+                indptr=indptr,
+                cids=cids,
+                limits=prepared.limits[lo:hi],
+                excluded=excluded,
+                seen_rows=prepared.seen_rows[inside] - lo,
+                seen_cols=prepared.seen_cols[inside],
+            )
+        )
+    return out
+
+
+def _rows(indptr: _IntArray, ids: _IntArray, lo: int, hi: int) -> tuple[_IntArray, _IntArray]:
+    """Rows ``lo:hi`` of a CSR structure."""
+    return indptr[lo : hi + 1] - indptr[lo], ids[indptr[lo] : indptr[hi]]
+
+
+def _pick(prepared: _Prepared) -> _Picked:
+    """Scores of a chunk (one sparse product), exclusions and seen papers zeroed, then top-k."""
+    m = len(prepared.indptr) - 1
+    n = prepared.wt.shape[1]
+    top = min(prepared.top, n)
+    if top == 0 or not len(prepared.cids):
+        return np.zeros((m, top), np.int64), np.zeros((m, top), np.float32), np.zeros(m, np.int64)
+    scores = _scores(prepared)
+    if prepared.excluded is not None:
+        ex_indptr, ex_cids = prepared.excluded
+        ex_profiles = sparse.csr_array(
+            (np.ones(len(ex_cids)), ex_cids, ex_indptr), shape=(m, prepared.xt.shape[0])
+        )
+        hits = (ex_profiles @ prepared.xt).tocoo()
+        scores[hits.row, hits.col] = 0.0
+    if len(prepared.seen_cols):
+        scores[prepared.seen_rows, prepared.seen_cols] = 0.0
+    return _top(scores, top, prepared.limits)
+
+
+def _scores(prepared: _Prepared) -> _F32Array:
+    """The dense chunk x papers scores: one sparse product against the concept weights."""
+    indptr, cids, dense = prepared.indptr, prepared.cids, prepared.dense
+    m = len(indptr) - 1
+    ones = np.ones(len(cids), dtype=np.float32)
+    if dense is not None:
+        # sparse x dense (float32) is several times faster than sparse x sparse here, since the
+        # scores are dense anyway; only the rows of the chunk's concepts are read
+        profiles = sparse.csr_array((ones, cids, indptr), shape=(m, dense.shape[0]))
+        return np.asarray(profiles @ dense, dtype=np.float32)
+    local, inverse = np.unique(cids, return_inverse=True)
+    block = prepared.wt[local].toarray().astype(np.float32)
+    profiles = sparse.csr_array((ones, inverse, indptr), shape=(m, len(local)))
+    return np.asarray(profiles @ block, dtype=np.float32)
 
 
 @contextlib.contextmanager
@@ -852,38 +1298,35 @@ def _csr_rows(rows: list[_IntArray], data: list[_FloatArray], width: int) -> Any
     return sparse.csr_array((values, indices, indptr), shape=(len(rows), width))
 
 
-def _top(
-    scores: _FloatArray, k: int, limits: _IntArray
-) -> tuple[_IntArray, _FloatArray, _IntArray]:
+def _top(scores: _F32Array, k: int, limits: _IntArray) -> tuple[_IntArray, _F32Array, _IntArray]:
     """Each row's k best columns and their scores, best first, ties to the smaller column, and
     how many of them to keep (positive and within the row's limit)."""
     m, n = scores.shape
-    if k < n:
-        part = np.argpartition(scores, n - k, axis=1)[:, n - k :]
-        threshold = np.take_along_axis(scores, part[:, :1], axis=1)
-        # argpartition cuts ties at the boundary arbitrarily: take the smaller columns instead
-        ties = np.flatnonzero(
-            (threshold[:, 0] > 0) & ((scores >= threshold).sum(axis=1, dtype=np.int64) > k)
-        )
-        if ties.size:
-            tied = scores[ties]
-            above = tied > threshold[ties]
-            equal = tied == threshold[ties]
-            need = k - above.sum(axis=1)
-            keep = above | (equal & (np.cumsum(equal, axis=1) <= need[:, None]))
-            part[ties] = np.nonzero(keep)[1].reshape(len(ties), k)
-    else:
-        part = np.broadcast_to(np.arange(n), (m, n)).copy()
-    values = np.take_along_axis(scores, part, axis=1)
-    order = np.lexsort((part, -values), axis=-1)
-    values = np.take_along_axis(values, order, axis=1)
-    counts = np.minimum(limits, (values > 0).sum(axis=1))
-    return np.take_along_axis(part, order, axis=1), values, counts
+    # the k-th best score of each row (np.partition of values is ~2x faster than argpartition);
+    # every positive score at or above it is a candidate, ties at the boundary included
+    kth = np.partition(scores, n - k, axis=1)[:, n - k] if k < n else np.zeros(m, np.float32)
+    floor = np.maximum(kth, np.finfo(np.float32).tiny)
+    flat = np.flatnonzero(scores >= floor[:, None])
+    rows = flat // n
+    values = scores.ravel()[flat]
+    # positive float32s order as their bit patterns: one int64 key sorts by row, then best first;
+    # the stable sort keeps the row-major order, the smaller column first, among equal scores
+    key = (rows << 32) | (0x7FFFFFFF - values.view(np.int32)).astype(np.int64)
+    order = np.argsort(key, kind="stable")
+    flat, rows, values = flat[order], rows[order], values[order]
+    rank = np.arange(len(rows)) - np.searchsorted(rows, np.arange(m))[rows]
+    keep = rank < np.minimum(limits, k)[rows]
+    rows, rank = rows[keep], rank[keep]
+    best = np.zeros((m, k), dtype=np.int64)
+    best_values = np.zeros((m, k), dtype=np.float32)
+    best[rows, rank] = flat[keep] - rows * n
+    best_values[rows, rank] = values[keep]
+    return best, best_values, np.bincount(rows, minlength=m).astype(np.int64)
 
 
 def rank(docs: Sequence[Doc], profiles: Sequence[Profile]) -> list[list[Ranked]]:
     """Rank ``docs`` for each profile (a convenience over ``Index.build(docs).rank(profiles)``)."""
-    return [ranked for _, ranked in Index.build(docs).rank(profiles)]
+    return [list(ranked) for _, ranked in Index.build(docs).rank(profiles)]
 
 
 def parse_keywords(text: str) -> tuple[str, ...]:
@@ -926,9 +1369,23 @@ def highlight_spans(text: str, keywords: Sequence[str]) -> list[tuple[int, int]]
         if concept is None:
             continue
         found = _occurrences(postings, concept.variants).get(0, set())
-        if not found:
+        if not found and concept.units:
+            # the words as the ranker counts them: not inside another term of art
+            own = _own_terms(concept)
+            phrases = _art_phrases()
+            blocked = [
+                span
+                for term in range(len(phrases))
+                if term not in own
+                for span in _occurrences(postings, phrases[term]).get(0, ())
+            ]
             for unit in concept.units:
-                found |= _occurrences(postings, unit).get(0, set())
+                in_text = _occurrences(postings, unit).get(0, set())
+                found |= {
+                    (start, end)
+                    for start, end in in_text
+                    if not any(a <= start <= b for a, b in blocked)
+                }
         spans.extend((starts[start], ends[end]) for start, end in found)
     spans.sort()
     merged: list[tuple[int, int]] = []

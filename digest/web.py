@@ -715,14 +715,15 @@ class EditionRanker:
         if not keywords:
             return cur.edition, len(cur.papers), []
         profile = Profile(id=0, keywords=tuple(keywords), exclude=tuple(exclude), limit=limit)
-        with cur.lock:  # the index fills its keyword caches as it ranks
+        with cur.lock:  # the index fills its keyword caches as it ranks and explains
             if cur.index is None:
                 cur.index = Index.build([doc_of(p) for p in cur.papers.values()])
             [(_, ranked)] = list(cur.index.rank([profile]))
+            views = [paper_view(cur.papers[r.key], r.reason()) for r in ranked]
         return (
             cur.edition,
             len(cur.papers),
-            [paper_view(cur.papers[r.key], r.reason()) for r in ranked],
+            views,
         )
 
 

@@ -6,6 +6,7 @@ import random
 import re
 from pathlib import Path
 
+import numpy as np
 import pytest
 
 from digest.ranking import (
@@ -16,6 +17,8 @@ from digest.ranking import (
     Match,
     Profile,
     Ranked,
+    RankedList,
+    _top,
     highlight_spans,
     parse_keywords,
     rank,
@@ -57,10 +60,11 @@ def test_phrase_beats_the_same_words_scattered() -> None:
         ),
         doc("c", "Causal inference in economics", "Statistical inference for treatment effects."),
     ]
-    ranked = keys_for(docs, "llm inference")
-    assert ranked[0] == "a"
-    # a paper that merely mentions a word of the phrase gets nothing at all
-    assert "c" not in ranked
+    (ranked,) = rank(docs, [Profile(id=1, keywords=("llm inference",))])
+    assert [r.key for r in ranked] == ["a", "b", "c"]
+    # a paper that only has one word of the phrase comes last, far below, marked as partial
+    assert ranked[2].score < 0.2 * ranked[0].score
+    assert all(m.partial for m in ranked[2].matches)
 
 
 def test_one_common_word_does_not_outrank_the_phrase_even_in_the_title() -> None:
@@ -68,7 +72,9 @@ def test_one_common_word_does_not_outrank_the_phrase_even_in_the_title() -> None
         doc("phrase", "A new benchmark", "We study dataset distillation for vision."),
         doc("word", "Dataset dataset dataset: a large dataset", "A dataset of datasets."),
     ]
-    assert keys_for(docs, "dataset distillation") == ["phrase"]
+    (ranked,) = rank(docs, [Profile(id=1, keywords=("dataset distillation",))])
+    assert [r.key for r in ranked] == ["phrase", "word"]
+    assert ranked[1].score < 0.2 * ranked[0].score
 
 
 def test_title_beats_abstract() -> None:
@@ -125,6 +131,56 @@ def test_upvotes_break_ties_but_do_not_beat_relevance() -> None:
         doc("c", "Weights", "Quantization in the abstract only.", upvotes=10_000),
     ]
     assert keys_for(docs, "quantization") == ["b", "a", "c"]
+
+
+def test_a_passing_mention_counts_less_than_the_subject() -> None:
+    tail = " ".join(["Other words fill the abstract."] * 6)
+    docs = [
+        doc("late", "Training recipes", f"We study schedules. {tail} We also try quantization."),
+        doc("early", "Training recipes", f"We study quantization. {tail} We also try schedules."),
+        doc("title", "Quantization recipes", f"We study schedules. {tail}"),
+    ]
+    (ranked,) = rank(docs, [Profile(id=1, keywords=("quantization",))])
+    assert [r.key for r in ranked] == ["title", "early", "late"]
+    assert ranked[2].score < 0.6 * ranked[1].score
+
+
+def test_words_side_by_side_in_another_order_beat_scattered_words() -> None:
+    docs = [
+        doc("near", "Optimizing prompts for reasoning", FILLER),
+        doc("far", "Prompt design", "A study of optimization in deep networks."),
+    ]
+    assert keys_for(docs, "prompt optimization") == ["near", "far"]
+
+
+def test_an_acronym_counts_as_its_expansion() -> None:
+    docs = [
+        doc("dpo", "Preference optimization without a reward model", FILLER),
+        doc("other", "Direct estimation of depth", FILLER),
+    ]
+    (ranked,) = rank(docs, [Profile(id=1, keywords=("DPO",))])
+    assert [r.key for r in ranked] == ["dpo", "other"]
+    assert ranked[0].reason() == 'matched words of "DPO" in the title'
+
+
+def test_a_word_inside_another_term_of_art_does_not_count() -> None:
+    docs = [
+        doc("moe", "Sparse mixture of experts layers", "Each mixture of experts routes tokens."),
+        doc("data", "Choosing the data mixture", FILLER),
+        doc("word", "A Gaussian mixture model", FILLER),
+    ]
+    assert keys_for(docs, "data mixtures") == ["data", "word"]
+    assert keys_for(docs, "mixture of experts")[0] == "moe"
+    text = "Sparse mixture of experts layers and a Gaussian mixture."
+    assert marked(text, ["data mixtures"]) == ["mixture"]  # the highlight agrees
+
+
+def test_serving_is_not_serves_as() -> None:
+    docs = [
+        doc("serving", "Fast LLM serving", FILLER),
+        doc("serves", "A benchmark", "This dataset serves as a testbed."),
+    ]
+    assert keys_for(docs, "serving") == ["serving"]
 
 
 def test_duplicate_keys_keep_the_first_paper() -> None:
@@ -399,3 +455,47 @@ def test_parse_keywords_is_bounded() -> None:
     (long,) = parse_keywords("x" * 10_000)
     assert len(long) == MAX_KEYWORD_CHARS
     assert len(parse_keywords("a," * 1_000_000)) == 1
+
+
+def test_ranked_lists_are_lazy_read_only_sequences() -> None:
+    docs = [doc(k, f"Quantization study {k}") for k in "abc"]
+    index = Index.build(docs)
+    [(_, ranked)] = list(index.rank([Profile(id=1, keywords=("quantization",), limit=2)]))
+    assert isinstance(ranked, RankedList)
+    assert len(ranked) == 2 and ranked
+    assert [r.key for r in ranked] == ["a", "b"]
+    assert ranked[0].key == "a" and [r.key for r in ranked[1:]] == ["b"]
+    assert ranked == list(ranked) and ranked == tuple(ranked)
+    assert ranked != [] and RankedList.empty() == []
+    assert not RankedList.empty() and len(RankedList.empty()) == 0
+    assert "Ranked(" in repr(ranked)
+
+
+def test_top_k_equals_a_plain_sort() -> None:
+    rng = np.random.default_rng(3)
+    # few distinct values: many ties, inside and at the edge of the top k
+    scores = rng.integers(0, 6, size=(200, 40)).astype(np.float32) / 2
+    limits = rng.integers(0, 12, size=200)
+    best, values, counts = _top(scores.copy(), 10, limits)
+    for row in range(200):
+        expected = sorted(
+            (c for c in range(40) if scores[row, c] > 0), key=lambda c: (-scores[row, c], c)
+        )[: min(limits[row], 10)]
+        assert best[row, : counts[row]].tolist() == expected
+        assert values[row, : counts[row]].tolist() == [scores[row, c] for c in expected]
+
+
+def test_chunks_and_threads_do_not_change_results(shared: Path) -> None:
+    docs = seed_papers(shared)
+    rng = random.Random(11)
+    words = ["quantization", "LLM", "diffusion", "RLHF", "data", "mixture of experts", "agents"]
+    profiles = [
+        Profile(id=i, keywords=tuple(rng.sample(words, 3)), limit=rng.choice((1, 5, 20)))
+        for i in range(500)
+    ]
+    index = Index.build(docs)
+    one_chunk = [list(r) for _, r in index.rank(profiles, chunk=1000)]
+    many_chunks = [list(r) for _, r in Index.build(docs).rank(iter(profiles), chunk=7)]
+    assert one_chunk == many_chunks
+    tiny_chunks = [list(r) for _, r in index.rank(profiles[:40], chunk=1)]
+    assert tiny_chunks == one_chunk[:40]
