@@ -18,11 +18,12 @@ from __future__ import annotations
 import binascii
 import contextlib
 import functools
+import random
 import re
 import secrets
 import smtplib
 import ssl
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from datetime import UTC, datetime
 from email import base64mime
 from email.headerregistry import Address
@@ -243,10 +244,15 @@ class _QpLines:
         if self.size > self.max_bytes:
             self.lines, self.size = {}, 0
         lines = self.lines
-        get = lines.get
+        parts = data.split(b"\n")
+        try:
+            # Every line seen before (the common case once a run is under way): one C loop.
+            return CRLF.join(map(lines.__getitem__, parts))
+        except KeyError:
+            pass
         out: list[bytes] = []
-        for line in data.split(b"\n"):
-            encoded = get(line)
+        for line in parts:
+            encoded = lines.get(line)
             if encoded is None:
                 # b2a_qp encodes each line on its own: the same bytes as in the whole body.
                 encoded = binascii.b2a_qp(line, quotetabs=False, istext=True, header=False)
@@ -260,6 +266,10 @@ class _QpLines:
 
 
 _QP = _QpLines(max_bytes=16 << 20)
+# Boundaries need to be unique, not secret (a body can never contain one: see above). A PRNG
+# seeded once avoids a getrandom() call per message, which releases the GIL and, in a busy
+# outbox, waits up to a switch interval to get it back from the sender threads.
+_BOUNDARY_RANDOM = random.Random(secrets.randbits(128))
 
 
 def encode_body(text: str) -> tuple[bytes, bytes]:
@@ -368,7 +378,7 @@ def build_message(
     html_head, html_body = _part(b"text/html", html)
     # "=_" never occurs in quoted-printable or base64 output; check anyway.
     while True:
-        boundary = b"=_digest_" + secrets.token_hex(16).encode("ascii")
+        boundary = b"=_digest_" + b"%032x" % _BOUNDARY_RANDOM.getrandbits(128)
         if boundary not in text_body and boundary not in html_body:
             break
     lines = [f"{name}: {value}".encode("ascii") + CRLF for name, value in headers]
@@ -510,8 +520,18 @@ class SmtpTransport:
         _close_quietly(self._smtp)
         self._smtp = None
 
-    def send(self, from_addr: str, to_addr: str, data: bytes) -> None:
+    def send(
+        self,
+        from_addr: str,
+        to_addr: str,
+        data: bytes,
+        *,
+        before_data: Callable[[], object] | None = None,
+    ) -> None:
         """Send one message on the open connection (opening it if needed).
+
+        ``before_data`` is called once the envelope is accepted, just before the message
+        goes out (the outbox waits there for the previous message's record).
 
         Raises SendError: ``permanent=True`` with the code for a 5xx answer to RCPT or to the
         message data; ``permanent=False`` for 4xx answers, a refused sender, timeouts and
@@ -533,8 +553,10 @@ class SmtpTransport:
             except OSError as e:
                 self._drop()
                 raise SendError(f"SMTP {self._where()} failed: {e}") from e
+            if before_data is not None:
+                before_data()
             try:
-                code, reply = smtp.data(data)
+                code, reply = _data(smtp, data)
             except smtplib.SMTPDataError as e:  # the DATA command itself was refused
                 self._reset()
                 raise self._refused("DATA", to_addr, e.smtp_code, e.smtp_error) from e
@@ -594,6 +616,27 @@ class SmtpTransport:
             smtp.quit()
         except (smtplib.SMTPException, OSError):
             _close_quietly(smtp)
+
+
+def _data(smtp: smtplib.SMTP, data: bytes) -> tuple[int, bytes]:
+    """``smtp.data(data)`` for bytes, with the same bytes on the wire.
+
+    smtplib dot-stuffs with the regex ``(?m)^\\.`` (~230 us on a 30 KB digest, on the sender
+    thread, holding the GIL); ``bytes.replace`` does the same in ~50 us (``^`` in multiline
+    mode is the start of the data or the position after any ``\\n``).
+    """
+    smtp.putcmd("data")
+    code, reply = smtp.getreply()
+    if code != 354:
+        raise smtplib.SMTPDataError(code, reply)
+    stuffed = data.replace(b"\n.", b"\n..")
+    if stuffed.startswith(b"."):
+        stuffed = b"." + stuffed
+    if not stuffed.endswith(CRLF):
+        stuffed += CRLF
+    smtp.send(stuffed + b"." + CRLF)
+    code, reply = smtp.getreply()
+    return code, reply
 
 
 def _close_quietly(smtp: smtplib.SMTP | None) -> None:

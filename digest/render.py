@@ -40,6 +40,7 @@ KEYWORDS_SHOWN = 30
 URL_MAX = 2048
 TEXT_WIDTH = 72
 EMPTY_NOTE = "No new papers matched your keywords in this edition."
+MEMO_SIZE = 1 << 15  # item views and their parts kept per Renderer, then started over
 
 # Added per message, after inlining, so it must carry its own style (a .hl @media rule in
 # base.css overrides it in dark mode).
@@ -280,20 +281,27 @@ def short_authors(authors: Iterable[str], shown: int = AUTHORS_SHOWN) -> str:
     return ", ".join(names) + (" et al." if extra else "")
 
 
-def _item_view(item: DigestItem, snippet_chars: int) -> _ItemView:
-    snippet_html, snippet_text = build_snippet(item.abstract, item.highlight, limit=snippet_chars)
-    upvotes = item.upvotes if isinstance(item.upvotes, int) and item.upvotes >= 0 else None
-    reason = one_line(item.reason, REASON_MAX)
-    return _ItemView(
-        title=one_line(item.title, TITLE_MAX) or "Untitled",
-        url=safe_url(item.url),
-        authors=short_authors(item.authors),
-        snippet_html=snippet_html,
-        snippet_text=_wrap(snippet_text, indent="   ", hanging="   "),
-        reason=reason,
-        reason_text=_wrap(f"Why: {reason}", indent="   ", hanging="        ") if reason else "",
-        upvotes=upvotes,
-    )
+def _paper_view(title: str, url: str, authors: tuple[str, ...]) -> dict[str, str]:
+    return {
+        "title": one_line(title, TITLE_MAX) or "Untitled",
+        "url": safe_url(url),
+        "authors": short_authors(authors),
+    }
+
+
+def _snippet_view(
+    abstract: str, highlight: tuple[tuple[int, int], ...], snippet_chars: int
+) -> tuple[Markup, str]:
+    snippet_html, snippet_text = build_snippet(abstract, highlight, limit=snippet_chars)
+    return snippet_html, _wrap(snippet_text, indent="   ", hanging="   ")
+
+
+def _reason_view(reason: str) -> dict[str, str]:
+    line = one_line(reason, REASON_MAX)
+    return {
+        "reason": line,
+        "reason_text": _wrap(f"Why: {line}", indent="   ", hanging="        ") if line else "",
+    }
 
 
 def _wrap(text: str, *, indent: str = "", hanging: str = "") -> str:
@@ -402,6 +410,10 @@ class Renderer:
         self._raw_env = raw_env
         self._css = css
         self._snippet_chars = snippet_chars
+        # Views and snippets (many, most used once or a few times) apart from the papers'
+        # and reasons' parts (few, used all the time), so clearing the one keeps the other.
+        self._memo: dict[tuple[Any, ...], Any] = {}
+        self._parts: dict[tuple[Any, ...], Any] = {}
 
     @classmethod
     def create(
@@ -446,9 +458,65 @@ class Renderer:
         """Run premailer on a rendered page: the slow per-message path, kept for comparison."""
         return str(make_premailer(self._css).transform(html))
 
+    def _item_view(self, item: DigestItem) -> _ItemView:
+        # A paper goes to many readers of an edition, mostly with the same matched keywords;
+        # its view (snippet, wrapping, escaping: two thirds of a digest's cost) is kept, and
+        # so are its parts: the paper's title, link and authors, the snippet for one set of
+        # marks, the text of one reason (which many papers share). Each is a pure function of
+        # its key, so the cache changes nothing but the time.
+        key = (
+            item.title,
+            item.url,
+            item.authors,
+            item.abstract,
+            item.highlight,
+            item.reason,
+            item.upvotes,
+        )
+        view: _ItemView | None = self._memo.get(key)
+        if view is not None:
+            return view
+        if len(self._memo) >= MEMO_SIZE:
+            self._memo.clear()
+        if len(self._parts) >= MEMO_SIZE:
+            self._parts.clear()
+        snippet_html, snippet_text = self._part(
+            self._memo,
+            ("snippet", item.abstract, item.highlight),
+            _snippet_view,
+            item.abstract,
+            item.highlight,
+            self._snippet_chars,
+        )
+        upvotes = item.upvotes
+        view = self._memo[key] = _ItemView(
+            **self._part(
+                self._parts,
+                ("paper", item.title, item.url, item.authors),
+                _paper_view,
+                item.title,
+                item.url,
+                item.authors,
+            ),
+            snippet_html=snippet_html,
+            snippet_text=snippet_text,
+            **self._part(self._parts, ("reason", item.reason), _reason_view, item.reason),
+            upvotes=upvotes if isinstance(upvotes, int) and upvotes >= 0 else None,
+        )
+        return view
+
+    @staticmethod
+    def _part(
+        memo: dict[tuple[Any, ...], Any], key: tuple[Any, ...], make: Callable[..., Any], *args: Any
+    ) -> Any:
+        value = memo.get(key)
+        if value is None:
+            value = memo[key] = make(*args)
+        return value
+
     def digest_values(self, ctx: DigestContext) -> dict[str, Any]:
         """The template variables for a digest (shared by the HTML and text templates)."""
-        items = [_item_view(item, self._snippet_chars) for item in ctx.items]
+        items = [self._item_view(item) for item in ctx.items]
         subject = digest_subject(ctx)
         if items:
             titles = " · ".join(item.title for item in items[:3])
