@@ -1,9 +1,11 @@
 """The outbox: plan one delivery per (subscriber, edition), claim, compose, send, record.
 
 A delivery moves queued → sending → sent | failed | bounced | skipped. Rows are claimed with a
-lease, so a crashed sender's work is taken up again; each result is committed as soon as the
-SMTP server has answered, so a rerun resumes and sends nothing twice (bar the messages in
-flight at a crash). Render and send stream: at most a bounded queue of messages is in memory.
+lease, so a crashed sender's work is taken up again; each result is committed right after the
+SMTP server has answered (sent messages by one recorder thread, several per transaction, and
+before the same connection sends its next message's data), so a rerun resumes and sends
+nothing twice bar the messages in flight at a crash: at most one per connection. Render and
+send stream: at most a bounded queue of messages is in memory.
 """
 
 from __future__ import annotations
@@ -710,9 +712,6 @@ def deliver(
     threads.append(threading.Thread(target=heartbeat, name="digest-lease", daemon=True))
     for t in threads:
         t.start()
-    import sys as _sys
-    if os.environ.get("XSWITCH"):
-        _sys.setswitchinterval(float(os.environ["XSWITCH"]))
     try:
         while not abort.is_set() and not (stop and stop.is_set()):
             now = clock()
