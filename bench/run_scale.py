@@ -235,7 +235,7 @@ def summarise_pyspy(path: Path, top: int = 25) -> None:
         own[frames[-1]] += n
         for frame in set(frames):
             total[frame] += n
-    print(f"py-spy: {samples} samples over all threads (idle included)")
+    print(f"py-spy: {samples} samples of CPU over all threads (idle excluded)")
     print("  self %  total %  function")
     for frame, n in own.most_common(top):
         print(f"  {100 * n / samples:6.1f}  {100 * total[frame] / samples:7.1f}  {frame}")
@@ -298,7 +298,6 @@ def main() -> None:
                         _py_spy(),
                         "record",
                         "--threads",
-                        "--idle",
                         "--rate",
                         "50",
                         "--format",

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
-from typing import Any
+from typing import Any, Literal, overload
 
 from sqlalchemy import Table, event
 from sqlalchemy.dialects.postgresql import insert as pg_insert
@@ -45,14 +45,37 @@ def table_of(model: type[SQLModel]) -> Table:
     return table
 
 
+@overload
 def insert_ignore(
     engine_or_conn: Engine | Connection,
     model: type[SQLModel],
     rows: Sequence[Mapping[str, Any]],
     *,
     conflict: Sequence[str],
-) -> int:
-    """Bulk-insert rows, skipping those that clash on ``conflict``; the number inserted."""
+    count: Literal[True] = ...,
+) -> int: ...
+@overload
+def insert_ignore(
+    engine_or_conn: Engine | Connection,
+    model: type[SQLModel],
+    rows: Sequence[Mapping[str, Any]],
+    *,
+    conflict: Sequence[str],
+    count: Literal[False],
+) -> None: ...
+def insert_ignore(
+    engine_or_conn: Engine | Connection,
+    model: type[SQLModel],
+    rows: Sequence[Mapping[str, Any]],
+    *,
+    conflict: Sequence[str],
+    count: bool = True,
+) -> int | None:
+    """Bulk-insert rows, skipping those that clash on ``conflict``; the number inserted.
+
+    With ``count=False`` the rows go through the driver's ``executemany`` without RETURNING
+    (several times cheaper per row) and the result is None.
+    """
     if not rows:
         return 0
     table = table_of(model)
@@ -63,11 +86,19 @@ def insert_ignore(
         stmt = pg_insert(table)
     else:  # pragma: no cover - only SQLite and PostgreSQL are supported
         raise NotImplementedError(f"unsupported database {dialect}")
-    # RETURNING gives back only the rows really inserted (rowcount is unreliable for
-    # executemany on some drivers).
-    key = table.primary_key.columns.values()[0]
-    stmt = stmt.on_conflict_do_nothing(index_elements=list(conflict)).returning(key)
+    stmt = stmt.on_conflict_do_nothing(index_elements=list(conflict))
+    if count:
+        # RETURNING gives back only the rows really inserted (rowcount is unreliable for
+        # executemany on some drivers).
+        stmt = stmt.returning(table.primary_key.columns.values()[0])
     if isinstance(engine_or_conn, Engine):
         with engine_or_conn.begin() as conn:
-            return len(conn.execute(stmt, list(rows)).all())
-    return len(engine_or_conn.execute(stmt, list(rows)).all())
+            return _run_insert(conn, stmt, rows, count)
+    return _run_insert(engine_or_conn, stmt, rows, count)
+
+
+def _run_insert(
+    conn: Connection, stmt: Any, rows: Sequence[Mapping[str, Any]], count: bool
+) -> int | None:
+    result = conn.execute(stmt, list(rows))
+    return len(result.all()) if count else None

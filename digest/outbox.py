@@ -476,6 +476,7 @@ def _record_sent(engine: Engine, sent: Sequence[tuple[_Job, datetime]], report: 
                 for pid in job.paper_ids
             ],
             conflict=("subscriber_id", "paper_id"),
+            count=False,
         )
     for job, _ in sent:
         log.info(

@@ -1346,6 +1346,41 @@ def parse_keywords(text: str) -> tuple[str, ...]:
     return tuple(out)
 
 
+class _HighlightText:
+    """A text tokenised once for highlighting: postings, each token position's characters, and
+    (built on first need) where each term of art occurs in it."""
+
+    def __init__(self, text: str) -> None:
+        tokens, _ = _scan(text, 0)
+        self.postings = _Postings()
+        self.postings.add(0, tokens)
+        # a match starts where its first token starts and ends where its last ends (a joined
+        # compound covers its parts and hyphens, stopword parts included)
+        self.starts: dict[int, int] = {}
+        self.ends: dict[int, int] = {}
+        for _, start, end, char_start, char_end in tokens:
+            self.starts[start] = min(char_start, self.starts.get(start, char_start))
+            self.ends[end] = max(char_end, self.ends.get(end, char_end))
+        self._art: tuple[tuple[int, tuple[tuple[int, int], ...]], ...] | None = None
+
+    def art(self) -> tuple[tuple[int, tuple[tuple[int, int], ...]], ...]:
+        """(term of art index, its token spans) for each term of art in the text."""
+        if self._art is None:
+            found = (
+                (term, tuple(_occurrences(self.postings, forms).get(0, ())))
+                for term, forms in enumerate(_art_phrases())
+            )
+            self._art = tuple((term, spans) for term, spans in found if spans)
+        return self._art
+
+
+@lru_cache(maxsize=2048)
+def _highlight_text(text: str) -> _HighlightText:
+    # Cached: a send highlights each abstract for thousands of readers, and tokenising it is
+    # most of the cost. Its state only ever gains lazily built parts, alike for every caller.
+    return _HighlightText(text)
+
+
 def highlight_spans(text: str, keywords: Sequence[str]) -> list[tuple[int, int]]:
     """Character spans of ``keywords`` in ``text``: sorted, non-overlapping, as the ranker sees.
 
@@ -1353,16 +1388,8 @@ def highlight_spans(text: str, keywords: Sequence[str]) -> list[tuple[int, int]]
     otherwise its single words. To mark exactly what the ranker matched, pass the keywords of the
     ``Ranked.matches`` in that field: ``[m.keyword for m in r.matches if m.field == "title"]``.
     """
-    tokens, _ = _scan(text, 0)
-    postings = _Postings()
-    postings.add(0, tokens)
-    # a match starts where its first token starts and ends where its last ends (a joined
-    # compound covers its parts and hyphens, stopword parts included)
-    starts: dict[int, int] = {}
-    ends: dict[int, int] = {}
-    for _, start, end, char_start, char_end in tokens:
-        starts[start] = min(char_start, starts.get(start, char_start))
-        ends[end] = max(char_end, ends.get(end, char_end))
+    prepared = _highlight_text(text)
+    postings, starts, ends = prepared.postings, prepared.starts, prepared.ends
     spans: list[tuple[int, int]] = []
     for keyword in itertools.islice(keywords, MAX_KEYWORDS):
         concept = _compile(keyword)
@@ -1372,12 +1399,11 @@ def highlight_spans(text: str, keywords: Sequence[str]) -> list[tuple[int, int]]
         if not found and concept.units:
             # the words as the ranker counts them: not inside another term of art
             own = _own_terms(concept)
-            phrases = _art_phrases()
             blocked = [
                 span
-                for term in range(len(phrases))
+                for term, term_spans in prepared.art()
                 if term not in own
-                for span in _occurrences(postings, phrases[term]).get(0, ())
+                for span in term_spans
             ]
             for unit in concept.units:
                 in_text = _occurrences(postings, unit).get(0, set())
