@@ -690,9 +690,32 @@ def serve_cmd(app: App, host: str | None, port: int | None, schedule: bool) -> N
         if settings.smtp.host
         else f"the embedded SMTP sink (Maildir {settings.path(settings.sink.maildir)})"
     )
+    stop = threading.Event()
+    server = uvicorn.Server(
+        uvicorn.Config(
+            create_app(settings, app.engine),
+            host=host,
+            port=port,
+            # A base_url with a path (https://example.org/digest) is served under that prefix.
+            root_path=urlsplit(settings.site.base_url).path.rstrip("/"),
+            proxy_headers=settings.web.proxy_headers,
+            forwarded_allow_ips=settings.web.forwarded_allow_ips,
+            server_header=False,
+            log_level="info",
+        )
+    )
+
+    def on_sigterm(*_: object) -> None:
+        stop.set()
+        server.should_exit = True  # a SIGTERM before uvicorn takes the signal over still counts
+
+    # uvicorn takes SIGTERM over while it runs, then raises it again once it has shut down:
+    # with the default handler that would end the process before the `finally` below stops
+    # the scheduler and the inbound server (and the mail it has accepted but not answered).
+    # Installed first, so that a SIGTERM at any point of the start-up stops the whole.
+    signal.signal(signal.SIGTERM, on_sigterm)
     click.echo(f"Serving on http://{host}:{port}/ (public address {settings.site.base_url})")
     click.echo(f"Mail goes via {mail}.")
-    stop = threading.Event()
     scheduler = None
     inbound = None
     sink, smtp_host, smtp_port = _sink_or_relay(app) if schedule else (None, None, None)
@@ -720,21 +743,8 @@ def serve_cmd(app: App, host: str | None, port: int | None, schedule: bool) -> N
                 f"{settings.scheduler.tick_seconds} s"
                 + ("." if settings.scheduler.send else " (planning only: workers send).")
             )
-        # uvicorn shuts down on SIGTERM, then raises it again: with the default handler that
-        # would end the process before the `finally` below stops the scheduler and the
-        # inbound server (and the mail it has accepted but not yet answered).
-        signal.signal(signal.SIGTERM, lambda *_: stop.set())
-        uvicorn.run(
-            create_app(settings, app.engine),
-            host=host,
-            port=port,
-            # A base_url with a path (https://example.org/digest) is served under that prefix.
-            root_path=urlsplit(settings.site.base_url).path.rstrip("/"),
-            proxy_headers=settings.web.proxy_headers,
-            forwarded_allow_ips=settings.web.forwarded_allow_ips,
-            server_header=False,
-            log_level="info",
-        )
+        if not stop.is_set():
+            server.run()
     finally:
         stop.set()
         if inbound is not None:

@@ -15,6 +15,7 @@ import logging
 import os
 import queue
 import socket
+import sys
 import threading
 import time
 from collections import defaultdict
@@ -495,6 +496,9 @@ def _record_sent(engine: Engine, sent: Sequence[tuple[_Job, datetime]], report: 
 # data, so no more than one message per connection is ever sent but not recorded.
 RECORD_BATCH = 32
 
+# The GIL switch interval while sending (seconds): see deliver.
+SEND_SWITCH_INTERVAL = 0.0002
+
 
 class _Recorder:
     """One thread that records sent messages, the records of several in one transaction.
@@ -711,6 +715,13 @@ def deliver(
         for i in range(settings.smtp.connections)
     ]
     threads.append(threading.Thread(target=heartbeat, name="digest-lease", daemon=True))
+    # The senders spend their time waiting for the server's replies; each reply wakes one,
+    # which then waits for the GIL while this thread composes, up to the switch interval (5 ms
+    # by default) per reply and four replies a message. A shorter interval during the send
+    # (restored after) lets them go on sooner: +15% messages/s at the same CPU, measured with
+    # bench/run_scale.py.
+    switch = sys.getswitchinterval()
+    sys.setswitchinterval(min(switch, SEND_SWITCH_INTERVAL))
     for t in threads:
         t.start()
     try:
@@ -734,6 +745,7 @@ def deliver(
         recorder.close()
         finished.set()
         threads[-1].join()
+        sys.setswitchinterval(switch)
     return report
 
 

@@ -40,7 +40,7 @@ KEYWORDS_SHOWN = 30
 URL_MAX = 2048
 TEXT_WIDTH = 72
 EMPTY_NOTE = "No new papers matched your keywords in this edition."
-MEMO_SIZE = 1 << 15  # item views and their parts kept per Renderer, then started over
+MEMO_SIZE = 1 << 14  # item views and their parts kept per Renderer, then started over
 
 # Added per message, after inlining, so it must carry its own style (a .hl @media rule in
 # base.css overrides it in dark mode).

@@ -784,3 +784,31 @@ def test_the_commands_run_the_server_and_replies_reach_the_sink(tmp_path: Path, 
         out, err = proc.communicate(timeout=30)
     assert proc.returncode == 0, err
     assert f"Email commands: SMTP on 127.0.0.1:{port}" in out, out
+
+
+@pytest.mark.parametrize("schedule", ["--no-scheduler", "--scheduler"])
+def test_serve_stops_on_a_sigterm_during_start_up(tmp_path: Path, schedule: str) -> None:
+    """A SIGTERM that comes before uvicorn has taken the signal over still stops everything."""
+    config = _config(tmp_path, inbound_port=free_port(), enabled=True)
+    digest = Path(sys.executable).parent / "digest"
+    env = {k: v for k, v in os.environ.items() if not k.startswith("DIGEST_")}
+    env["DIGEST_SECRET_KEY"] = "k" * 40
+    proc = subprocess.Popen(
+        [str(digest), "--config", str(config), "serve", "--port", str(free_port()), schedule],
+        cwd=tmp_path,
+        env=env,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+    try:
+        assert proc.stdout is not None
+        first = proc.stdout.readline()  # printed once our handler is in place
+        assert first.startswith("Serving on"), first
+        proc.send_signal(signal.SIGTERM)
+        out, err = proc.communicate(timeout=60)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.communicate()
+    assert proc.returncode == 0, err

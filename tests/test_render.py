@@ -360,7 +360,10 @@ def test_missing_templates_are_a_template_error(tmp_path: Path) -> None:
 def test_snippet_starts_at_the_sentence_of_a_late_match() -> None:
     from digest.render import build_snippet
 
-    abstract = "A long and unrelated opening sentence. " * 30 + "Here we study quantization of weights. " * 3
+    abstract = (
+        "A long and unrelated opening sentence. " * 30
+        + "Here we study quantization of weights. " * 3
+    )
     at = abstract.index("quantization")
     html, text = build_snippet(abstract, [(at, at + len("quantization"))], limit=200)
     assert text.startswith("…Here we study *quantization*")
