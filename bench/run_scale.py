@@ -218,6 +218,17 @@ def rss_mb(pid: int) -> float:
     return 0.0
 
 
+def tree_rss_mb(pid: int) -> float:
+    """The RSS of ``pid`` and of its child processes (the composing process), in MB."""
+    children: list[int] = []
+    try:
+        for task in Path(f"/proc/{pid}/task").iterdir():
+            children += [int(c) for c in (task / "children").read_text().split()]
+    except OSError:
+        pass
+    return rss_mb(pid) + sum(rss_mb(c) for c in children)
+
+
 def summarise_pyspy(path: Path, top: int = 25) -> None:
     """Self and total sample shares per function of a py-spy raw (collapsed) profile."""
     own: Counter[str] = Counter()
@@ -319,7 +330,11 @@ def main() -> None:
             def sample() -> None:
                 while not stop.wait(0.2):
                     samples.append(
-                        (time.perf_counter() - start, rss_mb(proc.pid), sink.counts()[0] - base)
+                        (
+                            time.perf_counter() - start,
+                            tree_rss_mb(proc.pid),
+                            sink.counts()[0] - base,
+                        )
                     )
 
             sampler = threading.Thread(target=sample, daemon=True)
@@ -366,13 +381,17 @@ def main() -> None:
         f"CPU of digest run    {usage.ru_utime + usage.ru_stime:8.1f} s  "
         f"({(usage.ru_utime + usage.ru_stime) / max(received, 1) * 1e3:.2f} ms a message)"
     )
-    print(f"peak RSS             {peak:8.0f} MB  (ru_maxrss of `digest run`)")
+    print(f"peak RSS             {peak:8.0f} MB  (ru_maxrss of `digest run`: its largest process)")
+    print(
+        f"peak RSS, together   {max((r for _, r, _ in samples), default=0):8.0f} MB  "
+        "(`digest run` and its composing process, sampled every 0.2 s)"
+    )
     marks = []
     for frac in (0.1, 0.25, 0.5, 0.75, 1.0):
         at = next(((t, r) for t, r, n in samples if n >= frac * received), None)
         if at:
             marks.append(f"{frac:.0%} sent: {at[1]:.0f} MB")
-    print("RSS along the run    " + ", ".join(marks))
+    print("RSS along the run    " + ", ".join(marks) + " (processes together)")
     if sent != received:
         print(f"MISMATCH: {sent} recorded as sent, {received} received")
     if args.py_spy and args.py_spy.exists():

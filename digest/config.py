@@ -90,6 +90,7 @@ class DeliverySettings:
     bounce_limit: int = 3
     empty: Literal["skip", "note"] = "skip"
     rate_per_second: float = 0.0  # 0: as fast as the connections go
+    compose_process_from: int = 0  # due digests from which a second process composes; 0: never
 
 
 @dataclasses.dataclass(frozen=True, kw_only=True)
@@ -283,6 +284,10 @@ def _validate(settings: Settings, source: str) -> None:
         (settings.delivery.lease_seconds > 0, "[delivery] lease_seconds: must be positive"),
         (settings.delivery.bounce_limit >= 1, "[delivery] bounce_limit: must be at least 1"),
         (settings.delivery.rate_per_second >= 0, "[delivery] rate_per_second: must be 0 or more"),
+        (
+            settings.delivery.compose_process_from >= 0,
+            "[delivery] compose_process_from: must be 0 or more",
+        ),
         (settings.scheduler.tick_seconds >= 1, "[scheduler] tick_seconds: must be at least 1"),
         (
             not settings.dkim.key_file or bool(settings.dkim.selector and settings.dkim.domain),

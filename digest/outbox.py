@@ -10,8 +10,10 @@ send stream: at most a bounded queue of messages is in memory.
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import logging
+import multiprocessing
 import os
 import queue
 import socket
@@ -19,13 +21,15 @@ import sys
 import threading
 import time
 from collections import defaultdict
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from datetime import datetime, timedelta
 from datetime import time as dt_time
-from typing import Any
+from multiprocessing.connection import Connection
+from pathlib import Path
+from typing import Any, Protocol
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
-from sqlalchemy import ColumnElement, and_, bindparam, or_, update
+from sqlalchemy import ColumnElement, and_, bindparam, func, or_, update
 from sqlalchemy import select as sa_select
 from sqlalchemy.engine import Engine
 from sqlmodel import Session, col, select
@@ -33,7 +37,7 @@ from sqlmodel import Session, col, select
 from digest import edition as editions
 from digest.compose import context_for, doc_of, links_for, message_id, profile_of, to_mime
 from digest.config import Settings
-from digest.db import insert_ignore
+from digest.db import insert_ignore, make_engine
 from digest.edition import Edition
 from digest.errors import SendError
 from digest.mailer import DkimSigner, SmtpTransport
@@ -75,6 +79,10 @@ class SendReport:
     def as_counts(self) -> dict[str, int]:
         """The counts, for the run log."""
         return {k: getattr(self, k) for k in ("planned", "sent", "skipped", "failed", "bounced")}
+
+
+class _Counts(Protocol):
+    def count(self, status: str, error: str | None = None) -> None: ...
 
 
 def edition_for(settings: Settings, subscriber: Subscriber, now: datetime) -> Edition:
@@ -193,9 +201,10 @@ def _due(now: datetime, settings: Settings, *, owner: str = "") -> ColumnElement
 
 
 def claim(
-    engine: Engine, settings: Settings, *, owner: str, now: datetime, limit: int = CHUNK
+    engine: Engine, settings: Settings, *, owner: str, now: datetime, limit: int | None = None
 ) -> list[Delivery]:
-    """Take up to ``limit`` due deliveries under a lease held by ``owner``."""
+    """Take up to ``limit`` (default CHUNK) due deliveries under a lease held by ``owner``."""
+    limit = limit or CHUNK
     with Session(engine) as session:
         query = (
             select(Delivery.id)
@@ -309,7 +318,7 @@ def _compose_chunk(
     renderer: Renderer,
     cache: _EditionCache,
     deliveries: Sequence[Delivery],
-    report: SendReport,
+    report: _Counts,
     *,
     now: datetime,
 ) -> Iterator[_Job]:
@@ -417,7 +426,7 @@ def _finish(
     delivery_id: int,
     *,
     status: str,
-    report: SendReport,
+    report: _Counts,
     error: str | None = None,
     final: bool = True,
 ) -> None:
@@ -446,6 +455,107 @@ _MARK_SENT = (
         next_attempt_at=None,
     )
 )
+
+
+class _PipeCounts:
+    """The composing process's counts, sent to the sending process's report."""
+
+    def __init__(self, conn: Connection) -> None:
+        self.conn = conn
+
+    def count(self, status: str, error: str | None = None) -> None:
+        self.conn.send(("count", status, error))
+
+
+def _compose_main(
+    conn: Connection, settings: Settings, source: tuple[Path | None, int], log_level: int
+) -> None:
+    """The composing process: chunks of delivery ids in, their messages (and counts) out."""
+    logging.basicConfig(
+        level=log_level, format="%(asctime)s %(levelname)s %(name)s %(message)s", stream=sys.stderr
+    )
+    engine = make_engine(settings.database.url, create=False)
+    templates, snippet_chars = source
+    renderer = Renderer.create(templates, snippet_chars=snippet_chars)
+    cache = _EditionCache(engine, settings)
+    counts = _PipeCounts(conn)
+    try:
+        while (task := conn.recv()) is not None:
+            ids, now = task
+            try:
+                with Session(engine) as session:
+                    deliveries = list(
+                        session.exec(
+                            select(Delivery)
+                            .where(col(Delivery.id).in_(ids))
+                            .order_by(col(Delivery.id))
+                        ).all()
+                    )
+                for job in _compose_chunk(
+                    engine, settings, renderer, cache, deliveries, counts, now=now
+                ):
+                    conn.send(("job", job, None))
+            except Exception as e:  # the chunk stays leased; the sending process reports it
+                log.exception("event=compose-process-error")
+                conn.send(("error", f"{type(e).__name__}: {e}", None))
+            else:
+                conn.send(("done", None, None))
+    except (EOFError, BrokenPipeError, KeyboardInterrupt):
+        pass  # the sending process has gone: nothing left to do
+    finally:
+        engine.dispose()
+
+
+class _ComposeProcess:
+    """A second process that ranks, renders and builds the messages of claimed chunks.
+
+    The sending process claims, sends and records; composing (most of the CPU of a send) runs
+    beside it on another core, one chunk ahead. Messages come back one at a time through a
+    pipe, whose buffer bounds what is in flight. Chunks are composed in the order submitted.
+    """
+
+    def __init__(self, settings: Settings, source: tuple[Path | None, int]) -> None:
+        ctx = multiprocessing.get_context("spawn")  # never fork a process that has threads
+        self.conn, child = ctx.Pipe()
+        self.process = ctx.Process(
+            target=_compose_main,
+            args=(child, settings, source, logging.getLogger().getEffectiveLevel()),
+            name="digest-compose",
+            daemon=True,
+        )
+        self.process.start()
+        child.close()
+        log.info("event=compose-process pid=%s", self.process.pid)
+
+    def submit(self, deliveries: Sequence[Delivery], now: datetime) -> None:
+        self.conn.send(([d.id for d in deliveries], now))
+
+    def results(self, report: SendReport) -> Iterator[_Job]:
+        """The messages of the oldest submitted chunk, counting what was skipped or failed."""
+        while True:
+            try:
+                kind, value, error = self.conn.recv()
+            except EOFError as e:
+                raise RuntimeError(
+                    f"the compose process ended unexpectedly (exit code {self.process.exitcode})"
+                ) from e
+            if kind == "job":
+                yield value
+            elif kind == "count":
+                report.count(value, error)
+            elif kind == "error":
+                raise RuntimeError(f"composing a chunk failed: {value}")
+            else:
+                return
+
+    def close(self) -> None:
+        with contextlib.suppress(BrokenPipeError, OSError):
+            self.conn.send(None)
+        self.process.join(timeout=30)
+        if self.process.is_alive():
+            self.process.kill()
+            self.process.join()
+        self.conn.close()
 
 
 def _record_sent(engine: Engine, sent: Sequence[tuple[_Job, datetime]], report: SendReport) -> None:
@@ -724,20 +834,40 @@ def deliver(
     sys.setswitchinterval(min(switch, SEND_SWITCH_INTERVAL))
     for t in threads:
         t.start()
+
+    def feed(batch: Iterable[_Job]) -> None:
+        for job in batch:
+            if abort.is_set() or (stop and stop.is_set()):
+                _release(engine, job.delivery_id, owner=owner)
+            else:
+                jobs.put(job)
+
+    composer = None
     try:
+        if _compose_elsewhere(engine, settings, renderer, now=clock(), owner=owner):
+            assert renderer.source is not None
+            composer = _ComposeProcess(settings, renderer.source)
+        submitted = False  # a chunk is with the composer, its messages not yet read
         while not abort.is_set() and not (stop and stop.is_set()):
             now = clock()
             deliveries = claim(engine, settings, owner=owner, now=now)
+            if composer is None:
+                if not deliveries:
+                    break
+                feed(_compose_chunk(engine, settings, renderer, cache, deliveries, report, now=now))
+                continue
+            if deliveries:
+                composer.submit(deliveries, now)  # composed while the previous chunk is sent
+            if submitted:
+                feed(composer.results(report))
+            submitted = bool(deliveries)
             if not deliveries:
                 break
-            for job in _compose_chunk(
-                engine, settings, renderer, cache, deliveries, report, now=now
-            ):
-                if abort.is_set() or (stop and stop.is_set()):
-                    _release(engine, job.delivery_id, owner=owner)
-                else:
-                    jobs.put(job)
+        if composer is not None and submitted:
+            feed(composer.results(report))  # stopped: released, not sent
     finally:
+        if composer is not None:
+            composer.close()
         for _ in range(settings.smtp.connections):
             jobs.put(None)
         for t in threads[:-1]:
@@ -747,6 +877,20 @@ def deliver(
         threads[-1].join()
         sys.setswitchinterval(switch)
     return report
+
+
+def _compose_elsewhere(
+    engine: Engine, settings: Settings, renderer: Renderer, *, now: datetime, owner: str
+) -> bool:
+    """Whether this run is big enough for a composing process (see _ComposeProcess)."""
+    least = settings.delivery.compose_process_from
+    if least <= 0 or renderer.source is None:
+        return False
+    with Session(engine) as session:
+        due = session.exec(
+            select(func.count()).select_from(Delivery).where(_due(now, settings, owner=owner))
+        ).one()
+    return due >= least
 
 
 def _renew(engine: Engine, settings: Settings, *, owner: str, now: datetime) -> None:

@@ -410,6 +410,8 @@ class Renderer:
         self._raw_env = raw_env
         self._css = css
         self._snippet_chars = snippet_chars
+        # How `create` made it (templates, snippet_chars), for another process to do the same.
+        self.source: tuple[Path | None, int] | None = None
         # Views and snippets (many, most used once or a few times) apart from the papers'
         # and reasons' parts (few, used all the time), so clearing the one keeps the other.
         self._memo: dict[tuple[Any, ...], Any] = {}
@@ -432,6 +434,7 @@ class Renderer:
         files = jinja2.FileSystemLoader(str(root))
         env = _environment(jinja2.ChoiceLoader([jinja2.DictLoader(inlined), files]))
         renderer = cls(env, _environment(files), css, snippet_chars=snippet_chars)
+        renderer.source = (Path(templates) if templates is not None else None, snippet_chars)
         for name in (*INLINED_TEMPLATES, DIGEST_TEXT, CONFIRM_TEXT):
             renderer._template(name)  # fail at start-up, not at the first send
         return renderer

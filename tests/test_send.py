@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import dataclasses
+import logging
 import re
 from datetime import UTC, datetime, timedelta
 from email import message_from_bytes, policy
@@ -213,3 +214,69 @@ def test_hostile_feed_content_is_escaped_and_bounded(
     assert "javascript:" not in html
     text = msg.get_body(preferencelist=("plain",)).get_content()  # type: ignore[union-attr]
     assert "Quantization attack" in text
+
+
+_TOKEN = re.compile(r"/(digest|unsubscribe|preferences)/[\w.-]+")
+
+
+def test_a_composing_process_sends_what_one_process_sends(
+    settings: Settings,
+    tmp_path: Path,
+    shared: Path,
+    smtp_server: Any,
+    monkeypatch: pytest.MonkeyPatch,
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    """Above [delivery] compose_process_from a second process composes: same mail, same records."""
+    controller, handler = smtp_server
+    monkeypatch.setattr(outbox, "CHUNK", 4)  # several chunks: composed one ahead of sending
+    keywords = [
+        "quantization",
+        "dataset distillation",
+        "llm inference, serving",
+        "speech recognition",
+        "underwater basket weaving",  # nothing matches: skipped
+        "mixture of experts",
+        "diffusion models",
+        "reinforcement learning",
+        "agents",
+        "vision language models",
+    ]
+    runs: dict[
+        int, tuple[outbox.SendReport, dict[str, tuple[str, str]], list[tuple[int, int]]]
+    ] = {}
+    for from_ in (0, 1):
+        base = dataclasses.replace(
+            settings,
+            database=dataclasses.replace(
+                settings.database, url=f"sqlite:///{tmp_path}/run{from_}.db"
+            ),
+            delivery=dataclasses.replace(settings.delivery, compose_process_from=from_),
+        )
+        engine = make_engine(base.database.url)
+        ingest(
+            engine, base, [SourceSpec(name="a", location=str(shared / "seeds/daily-papers-a.txt"))]
+        )
+        for i, kw in enumerate(keywords):
+            subscribe(base, f"reader{i}@example.org", kw)
+        subscribe(base, "gone@example.org", "quantization")
+        subscribers.unsubscribe(engine, "gone@example.org")
+        handler.envelopes.clear()
+        caplog.clear()
+        with caplog.at_level(logging.INFO, logger="digest.outbox"):
+            report = outbox.send(engine, relay(base, controller), renderer=Renderer.create())
+        assert ("event=compose-process" in caplog.text) == (from_ == 1)
+        mails = {  # the signed links carry the time they were made: left out
+            str(m["To"]): tuple(_TOKEN.sub(r"/\1/TOKEN", p.get_content()) for p in m.iter_parts())
+            for m in parsed(handler)
+        }
+        assert len(mails) == len(handler.envelopes)  # one message per reader
+        with Session(engine) as session:
+            sent = sorted(
+                (row.subscriber_id, row.paper_id) for row in session.exec(select(SentPaper)).all()
+            )
+        runs[from_] = (report, mails, sent)  # type: ignore[assignment]
+    (one, one_mails, one_sent), (two, two_mails, two_sent) = runs[0], runs[1]
+    assert (two.sent, two.skipped, two.failed) == (one.sent, one.skipped, one.failed) == (9, 1, 0)
+    assert two_mails == one_mails
+    assert two_sent == one_sent and len(two_sent) > 9
