@@ -1413,9 +1413,13 @@ def highlight_spans(text: str, keywords: Sequence[str]) -> list[tuple[int, int]]
                     if not any(a <= start <= b for a, b in blocked)
                 }
         spans.extend((starts[start], ends[end]) for start, end in found)
-    spans.sort()
+    return merge_spans(spans)
+
+
+def merge_spans(spans: Iterable[tuple[int, int]]) -> list[tuple[int, int]]:
+    """Character spans sorted, overlapping ones joined (touching ones stay apart)."""
     merged: list[tuple[int, int]] = []
-    for start, end in spans:
+    for start, end in sorted(spans):
         if merged and start < merged[-1][1]:
             merged[-1] = (merged[-1][0], max(end, merged[-1][1]))
         else:
