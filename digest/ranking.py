@@ -47,7 +47,6 @@ is in its README's "Results"); bench/relevance.py measures it against plain BM25
 
 from __future__ import annotations
 
-import bisect
 import contextlib
 import dataclasses
 import gc
@@ -194,13 +193,26 @@ _TRUE_ISE_TEXT = (
 )
 _TRUE_ISE = frozenset(_TRUE_ISE_TEXT.split())
 
-_WORD_CHARS = r"(?:[^\W_]|[\u0300-\u036f])+"
-_WORD = rf"{_WORD_CHARS}(?:['\u2019]{_WORD_CHARS})*"
+
+def _word_pattern(word_chars: str) -> str:
+    return rf"{word_chars}(?:['\u2019]{word_chars})*"
+
+
+def _scan_pattern(word: str) -> re.Pattern[str]:
+    """A word or hyphen compound (group 1), or punctuation that breaks a phrase."""
+    return re.compile(
+        rf"({word}(?:[-\u2010\u2011]{word})*)|[.,;:!?()\[\]{{}}<>|\u2022\u00b7\u2014\"\u201c\u201d]"
+    )
+
+
+# letters and digits, with combining accents; an ASCII text takes the same patterns on plain
+# ASCII classes, which Python's regex engine matches far faster than Unicode ones
+_WORD = _word_pattern(r"(?:[^\W_]+|[\u0300-\u036f]+)+")
 _WORD_RE = re.compile(_WORD)
-# a word or hyphen compound (group 1), or punctuation that breaks a phrase
-_SCAN_RE = re.compile(
-    rf"({_WORD}(?:[-\u2010\u2011]{_WORD})*)|[.,;:!?()\[\]{{}}<>|\u2022\u00b7\u2014\"\u201c\u201d]"
-)
+_SCAN_RE = _scan_pattern(_WORD)
+_ASCII_WORD = _word_pattern(r"[A-Za-z0-9]+")
+_ASCII_WORD_RE = re.compile(_ASCII_WORD)
+_ASCII_SCAN_RE = _scan_pattern(_ASCII_WORD)
 _COMBINING_RE = re.compile(r"[\u0300-\u036f]")
 _ACRONYM_PLURAL_RE = re.compile(r"[A-Z][A-Z0-9]+s")  # LLMs, GPUs
 _CONSONANT_PLURAL_RE = re.compile(r"[bcdfghjklmnpqrstvwxz]{2,}s")  # llms, cnns
@@ -214,6 +226,9 @@ _SEEN = operator.attrgetter("seen")
 _LIMIT = operator.attrgetter("limit")
 _EXPLAINED_CACHE = 100_000  # (keyword, paper) -> matches, reused across readers; bounds memory
 _ABSTRACT_BASE = 1 << 20  # abstract positions start here; titles never reach it
+# an index's positions are global: ``doc << _DOC_SHIFT | position`` (texts are bounded far below)
+_DOC_SHIFT = 32
+_POSITION_MASK = (1 << _DOC_SHIFT) - 1
 _FIELDS: tuple[Field, Field] = ("title", "abstract")
 
 _local = threading.local()  # PyStemmer objects are not thread-safe
@@ -346,7 +361,10 @@ def _compounds(
 ) -> Iterator[tuple[bool, list[tuple[str, int, int]], str | None, int, int]]:
     """Per word or hyphen compound: (punctuation before it, content parts, joined term, chars)."""
     broken = False
-    for found in _SCAN_RE.finditer(text, 0, MAX_TEXT_CHARS):
+    ascii_text = text.isascii()
+    word_re = _ASCII_WORD_RE if ascii_text else _WORD_RE
+    scan_re = _ASCII_SCAN_RE if ascii_text else _SCAN_RE
+    for found in scan_re.finditer(text, 0, MAX_TEXT_CHARS):
         raw = found.group(1)
         if raw is None:
             broken = True
@@ -361,7 +379,7 @@ def _compounds(
         parts: list[tuple[str, int, int]] = []
         norms: list[str] = []
         raws: list[str] = []
-        for part in _WORD_RE.finditer(raw):
+        for part in word_re.finditer(raw):
             piece = part.group()
             word = _normalise(piece)
             if not word:
@@ -432,6 +450,80 @@ class _Postings:
         return nested
 
 
+class _Positions:
+    """An edition's postings as sorted arrays of global positions, built for the terms queried.
+
+    A global position is ``doc << _DOC_SHIFT | position``, so one sorted array holds a term's
+    occurrences in every paper, and a phrase, a window or a filter is a few array operations
+    whatever the number of papers.
+    """
+
+    def __init__(self) -> None:
+        self._flat: dict[str, tuple[list[int], list[int]]] = {}
+        self._arrays: dict[str, tuple[_IntArray, _IntArray]] = {}
+
+    def add(self, doc: int, tokens: list[_Token]) -> None:
+        base = doc << _DOC_SHIFT
+        flat = self._flat
+        for term, start, end, _, _ in tokens:
+            entry = flat.get(term)
+            if entry is None:
+                flat[term] = ([base + start], [base + end])
+            else:
+                entry[0].append(base + start)
+                entry[1].append(base + end)
+
+    def get(self, term: str) -> tuple[_IntArray, _IntArray]:
+        """(starts, ends) of a term's occurrences, sorted by start then end."""
+        arrays = self._arrays.get(term)
+        if arrays is None:
+            starts, ends = self._flat.get(term, ((), ()))
+            s = np.array(starts, dtype=np.int64)
+            e = np.array(ends, dtype=np.int64)
+            if len(s) > 1 and not (np.all(s[1:] > s[:-1])):
+                order = np.lexsort((e, s))
+                s, e = s[order], e[order]
+            arrays = self._arrays[term] = (s, e)
+        return arrays
+
+    def chain(self, variant: Variant) -> tuple[_IntArray, _IntArray]:
+        """(starts, ends) of the places where ``variant``'s terms occur one after another."""
+        if not variant:
+            return _NO_POSITIONS, _NO_POSITIONS
+        starts, ends = self.get(variant[0])
+        for term in variant[1:]:
+            if not len(starts):
+                break
+            next_starts, next_ends = self.get(term)
+            lo = np.searchsorted(next_starts, ends + 1, side="left")
+            hi = np.searchsorted(next_starts, ends + 1, side="right")
+            found = hi - lo
+            if found.max(initial=0) <= 1:
+                hit = found == 1
+                starts, ends = starts[hit], next_ends[lo[hit]]
+            else:  # a term starting twice at one place (a compound and its first part)
+                starts = np.repeat(starts, found)
+                ends = next_ends[_expand_ranges(lo, hi - 1)]
+        return starts, ends
+
+
+def _expand_ranges(first: _IntArray, last: _IntArray) -> _IntArray:
+    """Every integer of the inclusive ranges ``first[i]..last[i]``, concatenated."""
+    sizes = last - first + 1
+    if not len(sizes):
+        return _NO_POSITIONS
+    offsets = np.repeat(first - np.cumsum(sizes) + sizes, sizes)
+    return offsets + np.arange(int(sizes.sum()), dtype=np.int64)
+
+
+def _contains(sorted_values: _IntArray, values: _IntArray) -> npt.NDArray[np.bool_]:
+    """For each of ``values``: whether it is in ``sorted_values``."""
+    i = np.searchsorted(sorted_values, values)
+    i[i == len(sorted_values)] = 0
+    found: npt.NDArray[np.bool_] = sorted_values[i] == values
+    return found
+
+
 def _chain(postings: _Postings, variant: Variant) -> dict[int, set[tuple[int, int]]]:
     """Where ``variant``'s terms occur consecutively: doc -> {(start, end)}."""
     lists = [postings.get(term) for term in variant]
@@ -484,37 +576,6 @@ def _subsequences(variant: Variant) -> Iterator[Variant]:
     for length in range(1, len(variant) + 1):
         for at in range(len(variant) - length + 1):
             yield variant[at : at + length]
-
-
-def _near(units: list[dict[int, list[int]]], slop: int) -> dict[int, tuple[int, int]]:
-    """doc -> (title, abstract) count of places where every unit occurs within a short window.
-
-    Anchored on the rarest unit's occurrences: each other unit must start within
-    ``len(units) - 1 + slop`` positions of it, either side, in the same field.
-    """
-    if not units:
-        return {}
-    docs = set(units[0]).intersection(*units[1:])
-    reach = len(units) - 1 + slop
-    out: dict[int, tuple[int, int]] = {}
-    for doc in docs:
-        lists = sorted((u[doc] for u in units), key=len)
-        anchor, others = lists[0], lists[1:]
-        title = abstract = 0
-        for p in anchor:
-            if all(_within(other, p, reach) for other in others):
-                if p < _ABSTRACT_BASE:
-                    title += 1
-                else:
-                    abstract += 1
-        if title or abstract:
-            out[doc] = (title, abstract)
-    return out
-
-
-def _within(starts: list[int], p: int, reach: int) -> bool:
-    i = bisect.bisect_left(starts, p - reach)
-    return i < len(starts) and starts[i] <= p + reach
 
 
 @lru_cache(maxsize=1)
@@ -612,6 +673,7 @@ _IntArray = npt.NDArray[np.int64]
 _FloatArray = npt.NDArray[np.float64]
 _F32Array = npt.NDArray[np.float32]
 _Vectors = tuple[_FloatArray, _FloatArray, _FloatArray]
+_NO_POSITIONS: _IntArray = np.zeros(0, dtype=np.int64)
 
 
 class Index:
@@ -621,14 +683,14 @@ class Index:
         self,
         *,
         keys: list[str],
-        postings: _Postings,
+        positions: _Positions,
         title_len: _FloatArray,
         abstract_len: _FloatArray,
         boost: _FloatArray,
         abstract_span: _FloatArray | None = None,
     ) -> None:
         self.keys = keys
-        self._postings = postings
+        self._positions = positions
         self._key_index = {key: i for i, key in enumerate(keys)}
         self._key_set = frozenset(keys)
         n = len(keys)
@@ -645,12 +707,10 @@ class Index:
         self._details: list[_IntArray] = []
         self._fields: _IntArray = np.zeros((0, 4), dtype=np.int64)
         self._explained: dict[tuple[str, int], tuple[Match, ...]] = {}
-        self._vector_cache: dict[Any, tuple[npt.NDArray[np.int32], npt.NDArray[np.int32]]] = {}
-        self._span_cache: dict[tuple[Variant, ...], dict[int, list[int]]] = {}
-        self._art: dict[int, dict[int, tuple[int, ...]]] | None = None
-        self._free_cache: dict[
-            tuple[tuple[Variant, ...], frozenset[int]], dict[int, list[int]]
-        ] = {}
+        self._span_cache: dict[tuple[Variant, ...], _IntArray] = {}
+        self._art: tuple[_IntArray, _IntArray] | None = None  # covered positions, their terms
+        self._blocked_cache: dict[frozenset[int], _IntArray] = {}
+        self._free_cache: dict[tuple[tuple[Variant, ...], frozenset[int]], _IntArray] = {}
         self._w_rows: list[tuple[_IntArray, _FloatArray]] = []
         self._x_rows: list[_IntArray] = []
         self._nonzero: _IntArray = np.zeros(0, dtype=np.int64)
@@ -666,7 +726,7 @@ class Index:
         for doc in docs:
             unique.setdefault(doc.key, doc)
         keys = sorted(unique)
-        postings = _Postings()
+        positions = _Positions()
         title_len = np.zeros(len(keys))
         abstract_len = np.zeros(len(keys))
         abstract_span = np.zeros(len(keys))
@@ -674,15 +734,15 @@ class Index:
         for i, key in enumerate(keys):
             doc = unique[key]
             tokens, title_len[i] = _scan(doc.title, 0)
-            postings.add(i, tokens)
+            positions.add(i, tokens)
             tokens, abstract_len[i] = _scan(doc.abstract, _ABSTRACT_BASE)
-            postings.add(i, tokens)
+            positions.add(i, tokens)
             abstract_span[i] = tokens[-1][2] - _ABSTRACT_BASE + 1 if tokens else 0
             if doc.upvotes:
                 boost[i] += upvote_weight * math.log1p(max(doc.upvotes, 0))
         return cls(
             keys=keys,
-            postings=postings,
+            positions=positions,
             title_len=title_len,
             abstract_len=abstract_len,
             boost=boost,
@@ -749,82 +809,101 @@ class Index:
             self._kw_cid[keyword] = cid
         return cid
 
-    def _spans(self, variants: tuple[Variant, ...]) -> dict[int, list[int]]:
-        """doc -> sorted start positions of ``variants`` in it (title, then abstract)."""
+    def _spans(self, variants: tuple[Variant, ...]) -> _IntArray:
+        """Sorted global start positions (``doc << _DOC_SHIFT | position``) of ``variants``."""
         spans = self._span_cache.get(variants)
         if spans is None:
-            spans = {
-                doc: sorted({start for start, _ in found})
-                for doc, found in _occurrences(self._postings, variants).items()
-            }
+            found = [self._positions.chain(variant)[0] for variant in variants]
+            spans = np.unique(np.concatenate(found)) if found else _NO_POSITIONS
             self._span_cache[variants] = spans
         return spans
 
-    def _covered(self) -> dict[int, dict[int, tuple[int, ...]]]:
-        """doc -> position -> the terms of art (indices into ``_art_phrases``) covering it."""
-        if self._art is None:
-            covered: dict[int, dict[int, tuple[int, ...]]] = {}
-            for term, forms in enumerate(_art_phrases()):
-                for doc, found in _occurrences(self._postings, forms).items():
-                    at = covered.setdefault(doc, {})
-                    for start, end in found:
-                        for p in range(start, end + 1):
-                            at[p] = (*at.get(p, ()), term)
-            self._art = covered
-        return self._art
+    def _blocked(self, own: frozenset[int]) -> _IntArray:
+        """Sorted global positions covered by a term of art other than those in ``own``."""
+        blocked = self._blocked_cache.get(own)
+        if blocked is None:
+            if self._art is None:
+                covered: list[_IntArray] = []
+                covering: list[_IntArray] = []
+                for term, forms in enumerate(_art_phrases()):
+                    spans = [self._positions.chain(form) for form in forms]
+                    starts = np.concatenate([s for s, _ in spans])
+                    ends = np.concatenate([e for _, e in spans])
+                    covered.append(_expand_ranges(starts, ends))
+                    covering.append(np.full(len(covered[-1]), term, dtype=np.int64))
+                self._art = (np.concatenate(covered), np.concatenate(covering))
+            positions, terms = self._art
+            if own:
+                positions = positions[~np.isin(terms, list(own))]
+            blocked = np.unique(positions)
+            self._blocked_cache[own] = blocked
+        return blocked
 
-    def _free_spans(self, unit: tuple[Variant, ...], concept: _Concept) -> dict[int, list[int]]:
+    def _free_spans(self, unit: tuple[Variant, ...], concept: _Concept) -> _IntArray:
         """Where a keyword's word occurs outside any other term of art: the "mixture" of
         "data mixtures" is not found in "mixture of experts", nor "adaptation" in "low-rank
         adaptation" (unless the keyword itself contains that term)."""
         own = _own_terms(concept)
         cached = self._free_cache.get((unit, own))
-        if cached is not None:
-            return cached
-        covered = self._covered()
-        out: dict[int, list[int]] = {}
-        for doc, starts in self._spans(unit).items():
-            at = covered.get(doc)
-            if at:
-                starts = [p for p in starts if not any(term not in own for term in at.get(p, ()))]
-            if starts:
-                out[doc] = starts
-        self._free_cache[(unit, own)] = out
-        return out
+        if cached is None:
+            starts = self._spans(unit)
+            blocked = self._blocked(own)
+            if len(starts) and len(blocked):
+                starts = starts[~_contains(blocked, starts)]
+            cached = self._free_cache[(unit, own)] = starts
+        return cached
 
-    def _vectors(self, spans: dict[int, list[int]]) -> _Vectors:
+    def _vectors(self, starts: _IntArray, *, first: bool = True) -> _Vectors:
         """Per paper: occurrences in the title, in the abstract, and the first abstract
-        position (``inf`` where there is none) of a phrase whose start positions are given."""
+        position (``inf`` where there is none, or when not asked for) of a phrase whose global
+        start positions (sorted) are given."""
+        n = self._n
+        first_at = np.full(n, np.inf)
+        if not len(starts):
+            return np.zeros(n), np.zeros(n), first_at
+        docs = starts >> _DOC_SHIFT
+        local = starts & _POSITION_MASK
+        in_abstract = local >= _ABSTRACT_BASE
+        title = np.bincount(docs[~in_abstract], minlength=n).astype(np.float64)
+        abstract_docs = docs[in_abstract]
+        abstract = np.bincount(abstract_docs, minlength=n).astype(np.float64)
+        if first and len(abstract_docs):
+            # sorted: a paper's first abstract start is the first of its run
+            lead = np.flatnonzero(np.diff(abstract_docs, prepend=-1))
+            first_at[abstract_docs[lead]] = local[in_abstract][lead] - _ABSTRACT_BASE
+        return title, abstract, first_at
+
+    def _near(self, units: list[_IntArray], slop: int) -> tuple[_FloatArray, _FloatArray]:
+        """Per paper, the (title, abstract) count of places where every unit occurs within a
+        short window.
+
+        Anchored, in each paper, on the unit with the fewest occurrences there (the first of
+        them on a tie): each other unit must start within ``len(units) - 1 + slop`` positions of
+        it, either side, in the same field.
+        """
         n = self._n
         title, abstract = np.zeros(n), np.zeros(n)
-        first = np.full(n, np.inf)
-        if spans:
-            lens = [len(starts) for starts in spans.values()]
-            starts = np.fromiter(
-                itertools.chain.from_iterable(spans.values()), dtype=np.int64, count=sum(lens)
-            )
-            docs = np.repeat(np.fromiter(spans, dtype=np.int64, count=len(spans)), lens)
-            in_abstract = starts >= _ABSTRACT_BASE
-            title += np.bincount(docs[~in_abstract], minlength=n)
-            abstract += np.bincount(docs[in_abstract], minlength=n)
-            np.minimum.at(first, docs[in_abstract], starts[in_abstract] - _ABSTRACT_BASE)
-        return title, abstract, first
-
-    def _unit_vectors(self, unit: tuple[Variant, ...], concept: _Concept) -> _Vectors:
-        """``_vectors`` of a keyword's word outside other terms of art, cached compactly (the
-        same words recur across many keywords)."""
-        own = _own_terms(concept)
-        compact = self._vector_cache.get((unit, own))
-        if compact is None:
-            title, abstract, first = self._vectors(self._free_spans(unit, concept))
-            docs = np.flatnonzero(title + abstract).astype(np.int32)
-            counts = np.stack([title[docs], abstract[docs]]).astype(np.int32)
-            self._vector_cache[(unit, own)] = (docs, counts)
-            return title, abstract, first
-        docs, counts = compact
-        title, abstract = np.zeros(self._n), np.zeros(self._n)
-        title[docs], abstract[docs] = counts
-        return title, abstract, np.full(self._n, np.inf)
+        if not units or any(not len(u) for u in units):
+            return title, abstract
+        counts = np.stack([np.bincount(u >> _DOC_SHIFT, minlength=n) for u in units])
+        anchor = np.argmin(counts, axis=0)
+        anchor[(counts == 0).any(axis=0)] = -1
+        reach = len(units) - 1 + slop
+        for j, positions in enumerate(units):
+            at = positions[anchor[positions >> _DOC_SHIFT] == j]
+            for k, other in enumerate(units):
+                if k == j or not len(at):
+                    continue
+                i = np.searchsorted(other, at - reach)
+                ok = i < len(other)
+                ok[ok] = other[i[ok]] <= at[ok] + reach
+                at = at[ok]
+            if len(at):
+                docs = at >> _DOC_SHIFT
+                in_abstract = (at & _POSITION_MASK) >= _ABSTRACT_BASE
+                title += np.bincount(docs[~in_abstract], minlength=n)
+                abstract += np.bincount(docs[in_abstract], minlength=n)
+        return title, abstract
 
     def _idf(self, df: int) -> float:
         return math.log(1.0 + (self._n - df + 0.5) / (df + 0.5))
@@ -841,13 +920,11 @@ class Index:
     def _add_concept(self, concept: _Concept) -> int:
         title, abstract, first = self._vectors(self._spans(concept.variants))
         in_phrase = (title + abstract) > 0
-        near_title, near_abstract = np.zeros(self._n), np.zeros(self._n)
         units: list[_Vectors] = []
+        unit_spans = [self._free_spans(unit, concept) for unit in concept.units]
+        near_title, near_abstract = self._near(unit_spans, NEAR_SLOP)
         if concept.units:
-            units = [self._unit_vectors(unit, concept) for unit in concept.units]
-            unit_spans = [self._free_spans(unit, concept) for unit in concept.units]
-            for doc, (t, a) in _near(unit_spans, NEAR_SLOP).items():
-                near_title[doc], near_abstract[doc] = t, a
+            units = [self._vectors(spans, first=False) for spans in unit_spans]
         idf = self._idf(int(np.count_nonzero(in_phrase | ((near_title + near_abstract) > 0))))
         # the keyword itself: phrase occurrences, plus its words side by side in another order
         pt = title + NEAR_WEIGHT * np.maximum(near_title - title, 0.0)
