@@ -18,8 +18,6 @@ from pathlib import Path
 from typing import Any, Literal, get_args, get_origin
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
-from apscheduler.triggers.cron import CronTrigger
-
 from digest.errors import ConfigError
 from digest.resources import default_config_path
 
@@ -348,6 +346,9 @@ def _validate(settings: Settings, source: str) -> None:
         raise ConfigError(
             f"{source}: [digest] timezone: unknown time zone {settings.digest.timezone!r}"
         ) from None
+    # imported here: a composing process gets its settings already checked (outbox)
+    from apscheduler.triggers.cron import CronTrigger
+
     try:
         CronTrigger.from_crontab(settings.scheduler.ingest_cron, timezone=settings.digest.timezone)
     except ValueError as e:

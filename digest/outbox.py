@@ -17,6 +17,7 @@ import multiprocessing
 import os
 import queue
 import socket
+import subprocess
 import sys
 import threading
 import time
@@ -25,7 +26,6 @@ from collections.abc import Callable, Iterable, Iterator, Sequence
 from datetime import datetime, timedelta
 from datetime import time as dt_time
 from multiprocessing.connection import Connection
-from pathlib import Path
 from typing import Any, Protocol
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
@@ -43,7 +43,7 @@ from digest.errors import SendError
 from digest.mailer import DkimSigner, SmtpTransport
 from digest.models import Delivery, Paper, SentPaper, Subscriber, utcnow
 from digest.ranking import Index, Ranked
-from digest.render import Renderer
+from digest.render import Renderer, RendererSource
 from digest.runs import record_run
 
 log = logging.getLogger("digest.outbox")
@@ -467,16 +467,25 @@ class _PipeCounts:
         self.conn.send(("count", status, error))
 
 
-def _compose_main(
-    conn: Connection, settings: Settings, source: tuple[Path | None, int], log_level: int
-) -> None:
+# The composing process's program: it imports what composing needs and nothing else (not the
+# command line, the web app or the feed readers, as multiprocessing's spawn would).
+_COMPOSE_CHILD = (
+    "import sys; from digest.outbox import _compose_main; _compose_main(int(sys.argv[1]))"
+)
+
+
+def _compose_main(fd: int) -> None:
     """The composing process: chunks of delivery ids in, their messages (and counts) out."""
+    conn = Connection(fd)
+    try:
+        settings, source, log_level = conn.recv()
+    except (EOFError, KeyboardInterrupt):
+        return
     logging.basicConfig(
         level=log_level, format="%(asctime)s %(levelname)s %(name)s %(message)s", stream=sys.stderr
     )
     engine = make_engine(settings.database.url, create=False)
-    templates, snippet_chars = source
-    renderer = Renderer.create(templates, snippet_chars=snippet_chars)
+    renderer = Renderer.from_source(source)
     cache = _EditionCache(engine, settings)
     counts = _PipeCounts(conn)
     try:
@@ -514,17 +523,16 @@ class _ComposeProcess:
     pipe, whose buffer bounds what is in flight. Chunks are composed in the order submitted.
     """
 
-    def __init__(self, settings: Settings, source: tuple[Path | None, int]) -> None:
-        ctx = multiprocessing.get_context("spawn")  # never fork a process that has threads
-        self.conn, child = ctx.Pipe()
-        self.process = ctx.Process(
-            target=_compose_main,
-            args=(child, settings, source, logging.getLogger().getEffectiveLevel()),
-            name="digest-compose",
-            daemon=True,
+    def __init__(self, settings: Settings, source: RendererSource) -> None:
+        # a new interpreter, never a fork: this process has threads
+        self.conn, child = multiprocessing.Pipe()
+        self.process = subprocess.Popen(
+            [sys.executable, "-c", _COMPOSE_CHILD, str(child.fileno())],
+            pass_fds=(child.fileno(),),
+            stdin=subprocess.DEVNULL,
         )
-        self.process.start()
         child.close()
+        self.conn.send((settings, source, logging.getLogger().getEffectiveLevel()))
         log.info("event=compose-process pid=%s", self.process.pid)
 
     def submit(self, deliveries: Sequence[Delivery], now: datetime) -> None:
@@ -537,7 +545,7 @@ class _ComposeProcess:
                 kind, value, error = self.conn.recv()
             except EOFError as e:
                 raise RuntimeError(
-                    f"the compose process ended unexpectedly (exit code {self.process.exitcode})"
+                    f"the compose process ended unexpectedly (exit code {self.process.poll()})"
                 ) from e
             if kind == "job":
                 yield value
@@ -551,10 +559,11 @@ class _ComposeProcess:
     def close(self) -> None:
         with contextlib.suppress(BrokenPipeError, OSError):
             self.conn.send(None)
-        self.process.join(timeout=30)
-        if self.process.is_alive():
+        try:
+            self.process.wait(timeout=30)
+        except subprocess.TimeoutExpired:
             self.process.kill()
-            self.process.join()
+            self.process.wait()
         self.conn.close()
 
 

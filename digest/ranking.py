@@ -65,7 +65,6 @@ from typing import Any, Literal, overload
 import numpy as np
 import numpy.typing as npt
 import Stemmer
-from scipy import sparse
 
 Field = Literal["title", "abstract"]
 
@@ -1309,6 +1308,10 @@ def _rows(indptr: _IntArray, ids: _IntArray, lo: int, hi: int) -> tuple[_IntArra
 
 def _pick(prepared: _Prepared) -> _Picked:
     """Scores of a chunk (one sparse product), exclusions and seen papers zeroed, then top-k."""
+    # scipy is imported where it is used: a process that never ranks (the sending side of a
+    # composing process) does without its 25 MB
+    from scipy import sparse
+
     m = len(prepared.indptr) - 1
     n = prepared.wt.shape[1]
     top = min(prepared.top, n)
@@ -1329,6 +1332,8 @@ def _pick(prepared: _Prepared) -> _Picked:
 
 def _scores(prepared: _Prepared) -> _F32Array:
     """The dense chunk x papers scores: one sparse product against the concept weights."""
+    from scipy import sparse
+
     indptr, cids, dense = prepared.indptr, prepared.cids, prepared.dense
     m = len(indptr) - 1
     ones = np.ones(len(cids), dtype=np.float32)
@@ -1368,6 +1373,8 @@ def _flatten(rows: list[list[int]]) -> tuple[_IntArray, _IntArray]:
 
 
 def _csr_rows(rows: list[_IntArray], data: list[_FloatArray], width: int) -> Any:
+    from scipy import sparse
+
     indptr = np.zeros(len(rows) + 1, dtype=np.int64)
     np.cumsum([len(r) for r in rows], out=indptr[1:])
     indices = np.concatenate(rows) if rows else np.zeros(0, dtype=np.int64)

@@ -18,7 +18,6 @@ from urllib.parse import urlsplit
 
 import jinja2
 from markupsafe import Markup, escape
-from premailer import Premailer
 
 from digest.errors import TemplateError
 from digest.resources import templates_dir
@@ -339,8 +338,12 @@ def _keywords(keywords: Iterable[str]) -> str:
     return one_line(", ".join(k for k in (one_line(k, 60) for k in keywords) if k), 600)
 
 
-def make_premailer(css: str) -> Premailer:
+def make_premailer(css: str) -> Any:
     """A premailer set up for email: keeps @media (with !important) in <style>, loads nothing."""
+    # imported here: a composing process gets its templates already inlined, and premailer
+    # (with lxml and cssutils) would be a tenth of its memory
+    from premailer import Premailer
+
     return Premailer(
         css_text=[css],
         strip_important=False,  # else the kept @media rules can never beat the inlined styles
@@ -395,6 +398,17 @@ def inline_template_source(source: str, css: str) -> str:
     return restored
 
 
+@dataclasses.dataclass(frozen=True, slots=True)
+class RendererSource:
+    """What a renderer is made of, once the CSS is inlined: enough for another process to
+    make the same renderer without inlining again."""
+
+    root: Path
+    inlined: dict[str, str]
+    css: str
+    snippet_chars: int
+
+
 class Renderer:
     """Renders digests and confirmation mails from templates whose CSS is inlined once."""
 
@@ -410,8 +424,8 @@ class Renderer:
         self._raw_env = raw_env
         self._css = css
         self._snippet_chars = snippet_chars
-        # How `create` made it (templates, snippet_chars), for another process to do the same.
-        self.source: tuple[Path | None, int] | None = None
+        # What `create` made it from, for another process to make the same one.
+        self.source: RendererSource | None = None
         # Views and snippets (many, most used once or a few times) apart from the papers'
         # and reasons' parts (few, used all the time), so clearing the one keeps the other.
         self._memo: dict[tuple[Any, ...], Any] = {}
@@ -431,10 +445,15 @@ class Renderer:
             }
         except OSError as e:
             raise TemplateError(f"cannot read the email templates in {root}: {e}") from e
-        files = jinja2.FileSystemLoader(str(root))
-        env = _environment(jinja2.ChoiceLoader([jinja2.DictLoader(inlined), files]))
-        renderer = cls(env, _environment(files), css, snippet_chars=snippet_chars)
-        renderer.source = (Path(templates) if templates is not None else None, snippet_chars)
+        return cls.from_source(RendererSource(root, inlined, css, snippet_chars))
+
+    @classmethod
+    def from_source(cls, source: RendererSource) -> Renderer:
+        """The renderer ``create`` made from ``source``, compiled again (no CSS inlining)."""
+        files = jinja2.FileSystemLoader(str(source.root))
+        env = _environment(jinja2.ChoiceLoader([jinja2.DictLoader(source.inlined), files]))
+        renderer = cls(env, _environment(files), source.css, snippet_chars=source.snippet_chars)
+        renderer.source = source
         for name in (*INLINED_TEMPLATES, DIGEST_TEXT, CONFIRM_TEXT):
             renderer._template(name)  # fail at start-up, not at the first send
         return renderer
