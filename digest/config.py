@@ -88,7 +88,7 @@ class DeliverySettings:
     bounce_limit: int = 3
     empty: Literal["skip", "note"] = "skip"
     rate_per_second: float = 0.0  # 0: as fast as the connections go
-    compose_process_from: int = 0  # due digests from which a second process composes; 0: never
+    compose_process_from: int = 5000  # due digests from which a second process composes; 0: never
 
 
 @dataclasses.dataclass(frozen=True, kw_only=True)
