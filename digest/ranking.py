@@ -673,6 +673,7 @@ _FloatArray = npt.NDArray[np.float64]
 _F32Array = npt.NDArray[np.float32]
 _Vectors = tuple[_FloatArray, _FloatArray, _FloatArray]
 _NO_POSITIONS: _IntArray = np.zeros(0, dtype=np.int64)
+_CONCEPT_BATCH = 256  # new concepts weighed together (a few (batch x papers) float arrays)
 
 
 class Index:
@@ -795,25 +796,46 @@ class Index:
 
     def _concept_id(self, keyword: str) -> int:
         cid = self._kw_cid.get(keyword)
-        if cid is not None:
-            return cid
-        concept = _compile(keyword)
-        if concept is None:
-            cid = -1
-        elif concept.key in self._key_cid:
-            cid = self._key_cid[concept.key]
-        else:
-            cid = self._add_concept(concept)
-        if len(self._kw_cid) < 1_000_000:
-            self._kw_cid[keyword] = cid
-        return cid
+        return cid if cid is not None else self._concept_ids([keyword])[keyword]
+
+    def _concept_ids(self, keywords: Iterable[str]) -> dict[str, int]:
+        """Concept ids of keywords (-1: no content words), new concepts added together."""
+        ids: dict[str, int] = {}
+        new: dict[str, _Concept] = {}  # by key, in the order first met
+        for keyword in keywords:
+            if keyword in ids:
+                continue
+            cid = self._kw_cid.get(keyword)
+            if cid is None:
+                concept = _compile(keyword)
+                if concept is None:
+                    cid = -1
+                else:
+                    cid = self._key_cid.get(concept.key)
+                    if cid is None:
+                        new.setdefault(concept.key, concept)
+                        cid = -2  # set below
+            ids[keyword] = cid
+        for start in range(0, len(new), _CONCEPT_BATCH):
+            self._add_concepts(list(new.values())[start : start + _CONCEPT_BATCH])
+        for keyword, cid in ids.items():
+            if cid == -2:
+                concept = _compile(keyword)
+                assert concept is not None
+                ids[keyword] = self._key_cid[concept.key]
+            if len(self._kw_cid) < 1_000_000:
+                self._kw_cid[keyword] = ids[keyword]
+        return ids
 
     def _spans(self, variants: tuple[Variant, ...]) -> _IntArray:
         """Sorted global start positions (``doc << _DOC_SHIFT | position``) of ``variants``."""
         spans = self._span_cache.get(variants)
         if spans is None:
             found = [self._positions.chain(variant)[0] for variant in variants]
-            spans = np.unique(np.concatenate(found)) if found else _NO_POSITIONS
+            if len(found) == 1 and bool(np.all(found[0][1:] > found[0][:-1])):
+                spans = found[0]  # one variant, each start once: already sorted and unique
+            else:
+                spans = np.unique(np.concatenate(found)) if found else _NO_POSITIONS
             self._span_cache[variants] = spans
         return spans
 
@@ -916,40 +938,88 @@ class Index:
             + abstract * (k1 + 1) / (abstract + k1 * self._abstract_norm)
         ) * self._boost
 
-    def _add_concept(self, concept: _Concept) -> int:
-        title, abstract, first = self._vectors(self._spans(concept.variants))
+    def _field_counts(
+        self, rows: list[_IntArray], *, first: bool = True
+    ) -> tuple[_FloatArray, _FloatArray, _FloatArray]:
+        """``_vectors`` of many phrases at once, as (phrases x papers) arrays."""
+        k, n = len(rows), self._n
+        lens = [len(starts) for starts in rows]
+        starts = np.concatenate(rows) if rows else _NO_POSITIONS
+        cells = np.repeat(np.arange(k, dtype=np.int64), lens) * n + (starts >> _DOC_SHIFT)
+        local = starts & _POSITION_MASK
+        in_abstract = local >= _ABSTRACT_BASE
+        title = np.bincount(cells[~in_abstract], minlength=k * n).astype(np.float64)
+        abstract_cells = cells[in_abstract]
+        abstract = np.bincount(abstract_cells, minlength=k * n).astype(np.float64)
+        first_at = np.full(k * n, np.inf)
+        if first and len(abstract_cells):
+            # sorted by phrase, then position: a cell's first abstract start leads its run
+            lead = np.flatnonzero(np.diff(abstract_cells, prepend=-1))
+            first_at[abstract_cells[lead]] = local[in_abstract][lead] - _ABSTRACT_BASE
+        return title.reshape(k, n), abstract.reshape(k, n), first_at.reshape(k, n)
+
+    def _add_concepts(self, concepts: list[_Concept]) -> None:
+        """Weigh every paper for each concept, all the concepts in one pass of array operations."""
+        k, n = len(concepts), self._n
+        if not k:
+            return
+        title, abstract, first = self._field_counts([self._spans(c.variants) for c in concepts])
         in_phrase = (title + abstract) > 0
-        units: list[_Vectors] = []
-        unit_spans = [self._free_spans(unit, concept) for unit in concept.units]
-        near_title, near_abstract = self._near(unit_spans, NEAR_SLOP)
-        if concept.units:
-            units = [self._vectors(spans, first=False) for spans in unit_spans]
-        idf = self._idf(int(np.count_nonzero(in_phrase | ((near_title + near_abstract) > 0))))
+        unit_spans = [[self._free_spans(unit, c) for unit in c.units] for c in concepts]
+        near_title, near_abstract = np.zeros((k, n)), np.zeros((k, n))
+        for i, spans in enumerate(unit_spans):
+            if spans:
+                near_title[i], near_abstract[i] = self._near(spans, NEAR_SLOP)
+        found = np.count_nonzero(in_phrase | ((near_title + near_abstract) > 0), axis=1)
+        idf = np.array([self._idf(df) for df in found.tolist()])
         # the keyword itself: phrase occurrences, plus its words side by side in another order
         pt = title + NEAR_WEIGHT * np.maximum(near_title - title, 0.0)
         pa = abstract + NEAR_WEIGHT * np.maximum(near_abstract - abstract, 0.0)
-        weights = idf * self._weights(pt, pa)
+        weights = idf[:, None] * self._weights(pt, pa)
         # a passing mention: once, in the abstract only, past its first third
         passing = in_phrase & (pt == 0) & (pa <= 1) & (first > PASSING_AFTER * self._abstract_span)
         weights[passing] *= PASSING_WEIGHT
         # its words one by one: a low tier under any phrase match, each capped at the phrase's idf
-        word_title, word_abstract = np.zeros(self._n), np.zeros(self._n)
-        if units:
-            words = np.zeros(self._n)
-            for ut, ua, _ in units:
-                unit_idf = min(self._idf(int(np.count_nonzero(ut + ua))), idf)
-                words += unit_idf * self._weights(ut, ua)
-                word_title += ut
-                word_abstract += ua
-            weights += WORD_WEIGHT * words / len(units)
-        docs = np.flatnonzero(weights > 0)
-        fields = np.stack([title, abstract, word_title, word_abstract], axis=1)[docs]
-        self._w_rows.append((docs, weights[docs]))
-        self._x_rows.append(np.flatnonzero(in_phrase))
-        self._details.append(fields.astype(np.int64))
-        cid = len(self._details) - 1
-        self._key_cid[concept.key] = cid
-        return cid
+        word_title, word_abstract = np.zeros((k, n)), np.zeros((k, n))
+        counts = np.array([len(spans) for spans in unit_spans], dtype=np.int64)
+        if counts.any():
+            ut, ua, _ = self._field_counts([s for spans in unit_spans for s in spans], first=False)
+            owner = np.repeat(np.arange(k), counts)
+            unit_df = np.count_nonzero(ut + ua, axis=1).tolist()
+            unit_idf = np.minimum([self._idf(df) for df in unit_df], idf[owner])
+            # summed unit by unit in each concept's order, as one concept at a time would
+            with_units = np.flatnonzero(counts)
+            offsets = np.concatenate([[0], np.cumsum(counts)[:-1]])[with_units]
+            words = np.add.reduceat(unit_idf[:, None] * self._weights(ut, ua), offsets, axis=0)
+            word_title[with_units] = np.add.reduceat(ut, offsets, axis=0)
+            word_abstract[with_units] = np.add.reduceat(ua, offsets, axis=0)
+            weights[with_units] += WORD_WEIGHT * words / counts[with_units, None]
+        rows, docs = np.nonzero(weights > 0)
+        fields = np.stack(
+            [
+                title[rows, docs],
+                abstract[rows, docs],
+                word_title[rows, docs],
+                word_abstract[rows, docs],
+            ],
+            axis=1,
+        ).astype(np.int64)
+        values = weights[rows, docs]
+        x_rows, x_docs = np.nonzero(in_phrase)
+        bounds = np.cumsum(np.bincount(rows, minlength=k))[:-1]
+        x_bounds = np.cumsum(np.bincount(x_rows, minlength=k))[:-1]
+        for concept, d, w, f, x in zip(
+            concepts,
+            np.split(docs, bounds),
+            np.split(values, bounds),
+            np.split(fields, bounds),
+            np.split(x_docs, x_bounds),
+            strict=True,
+        ):
+            self._w_rows.append((d, w))
+            self._x_rows.append(x)
+            self._details.append(f)
+            self._key_cid[concept.key] = len(self._details) - 1
 
     def _matrices(self) -> tuple[Any, Any, _IntArray, _F32Array | None]:
         """The concepts x papers weights (sparse, and dense float32 while small), exclusions,
@@ -1067,9 +1137,8 @@ class Index:
         keywords = list(itertools.chain.from_iterable(lists))
         flat: list[int | None] = list(map(self._kw_cid.get, keywords))
         if None in flat:  # keywords met for the first time: compile them
-            flat = [
-                self._concept_id(k) if c is None else c for k, c in zip(keywords, flat, strict=True)
-            ]
+            ids = self._concept_ids(k for k, c in zip(keywords, flat, strict=True) if c is None)
+            flat = [ids[k] if c is None else c for k, c in zip(keywords, flat, strict=True)]
         cids = np.array(flat, dtype=np.int64)
         rows = np.repeat(np.arange(len(lists), dtype=np.int64), lens)
         # keep the first keyword of each (profile, concept), and none without content
