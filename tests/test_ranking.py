@@ -499,3 +499,24 @@ def test_chunks_and_threads_do_not_change_results(shared: Path) -> None:
     assert one_chunk == many_chunks
     tiny_chunks = [list(r) for _, r in index.rank(profiles[:40], chunk=1)]
     assert tiny_chunks == one_chunk[:40]
+
+
+def test_keywords_weighed_together_or_one_by_one_rank_alike(shared: Path) -> None:
+    """New keywords are weighed in batches; the batch a keyword falls in changes nothing."""
+    docs = seed_papers(shared)
+    words = [w for d in docs for w in re.findall(r"[A-Za-z][a-z]{3,}", d.title)]
+    pairs = [f"{a} {b}" for a, b in zip(words, words[1:], strict=False)]
+    vocabulary = list(dict.fromkeys(["LLM", "RLHF", "mixture of experts", *words, *pairs]))
+    assert len(vocabulary) > 600  # more than two batches of new concepts
+    rng = random.Random(5)
+    profiles = [
+        Profile(id=i, keywords=tuple(rng.sample(vocabulary, 4)), limit=10) for i in range(300)
+    ]
+    together = Index.build(docs)
+    one_by_one = Index.build(docs)
+    for keyword in reversed(vocabulary):
+        one_by_one._concept_id(keyword)  # each keyword weighed alone, in another order
+    first = [list(r) for _, r in together.rank(profiles, chunk=1000)]
+    second = [list(r) for _, r in one_by_one.rank(profiles, chunk=1000)]
+    assert first == second
+    assert sum(map(len, first)) > 1000
