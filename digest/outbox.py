@@ -38,7 +38,7 @@ from sqlmodel import Session, col, select
 from digest import edition as editions
 from digest.compose import context_for, doc_of, links_for, message_id, profile_of, to_mime
 from digest.config import Settings
-from digest.db import insert_ignore, make_engine
+from digest.db import insert_ignore, insert_ignore_rows, make_engine
 from digest.edition import Edition
 from digest.errors import SendError
 from digest.mailer import DkimSigner, SmtpTransport
@@ -584,21 +584,16 @@ def _record_sent(engine: Engine, sent: Sequence[tuple[_Job, datetime]], report: 
                 for job, at in sent
             ],
         )
-        insert_ignore(
+        insert_ignore_rows(
             conn,
             SentPaper,
+            ("subscriber_id", "paper_id", "edition", "sent_at"),
             [
-                {
-                    "subscriber_id": job.subscriber_id,
-                    "paper_id": pid,
-                    "edition": job.edition,
-                    "sent_at": at,
-                }
+                (job.subscriber_id, pid, job.edition, at)
                 for job, at in sent
                 for pid in job.paper_ids
             ],
             conflict=("subscriber_id", "paper_id"),
-            count=False,
         )
     for job, _ in sent:
         log.info(
