@@ -148,14 +148,22 @@ def truncate(value: str, limit: int) -> str:
     return cut.rstrip(" ,;:-") + "…"
 
 
+# an http(s) URL with a host, as urlsplit splits it: the scheme, "//", then the netloc up to
+# the first / ? or #
+_HTTP_URL = re.compile(r"(?i:https?)://([^/?#]+)")
+
+
 def safe_url(value: str) -> str:
     """``value`` when it is a plain http(s) URL, else ``""`` (no javascript:, no data:)."""
     url = value.strip()
     if not url or len(url) > URL_MAX or _CONTROL.search(url) or _SPACE.search(url):
         return ""
+    found = _HTTP_URL.match(url)
+    if found is not None and "[" not in found.group(1) and "]" not in found.group(1):
+        return url  # what urlsplit would say, a tenth of its cost (it is run ~15 times a digest)
     try:
         parts = urlsplit(url)
-    except ValueError:
+    except ValueError:  # e.g. a bad [IPv6] host
         return ""
     if parts.scheme.lower() not in ("http", "https") or not parts.netloc:
         return ""

@@ -19,6 +19,7 @@ from digest.render import (
     Renderer,
     build_snippet,
     inline_template_source,
+    safe_url,
 )
 
 GOLDEN = Path(__file__).parent / "data" / "golden"
@@ -372,3 +373,25 @@ def test_snippet_starts_at_the_sentence_of_a_late_match() -> None:
     early = "We study quantization. " + "Filler words go on. " * 40
     _, text = build_snippet(early, [(9, 21)], limit=200)
     assert text.startswith("We study *quantization*.")
+
+
+@pytest.mark.parametrize(
+    ("url", "kept"),
+    [
+        ("https://arxiv.org/abs/2411.01234", True),
+        ("HTTP://example.org/a?b=c#d", True),
+        ("http://user@host:8080/p", True),
+        ("http://[::1]/x", True),
+        ("http://[::1/x", False),  # a bracket left open: urlsplit refuses it
+        ("https://]/x", False),
+        ("https://", False),
+        ("https:///path", False),
+        ("javascript:alert(1)", False),
+        ("data:text/html,hi", False),
+        ("ftp://example.org/f", False),
+        ("https://exa mple.org", False),
+        ("https://example.org/\tx", False),  # control characters
+    ],
+)
+def test_safe_url_keeps_only_http_urls_with_a_host(url: str, kept: bool) -> None:
+    assert safe_url(url) == (url if kept else "")
