@@ -40,7 +40,7 @@ from digest.compose import context_for, doc_of, links_for, message_id, profile_o
 from digest.config import Settings
 from digest.db import insert_ignore, insert_ignore_rows, make_engine
 from digest.edition import Edition
-from digest.errors import SendError
+from digest.errors import DigestError, SendError
 from digest.mailer import DkimSigner, SmtpTransport
 from digest.models import Delivery, Paper, SentPaper, Subscriber, utcnow
 from digest.ranking import Index, Ranked
@@ -535,28 +535,42 @@ class _ComposeProcess:
         )
         child.close()
         self.conn.send((settings, source, logging.getLogger().getEffectiveLevel()))
+        self._leased = (
+            "the digests it held stay leased and go out with a later run once the lease "
+            f"([delivery] lease_seconds = {settings.delivery.lease_seconds:g}) runs out"
+        )
         log.info("event=compose-process pid=%s", self.process.pid)
 
     def submit(self, deliveries: Sequence[Delivery], now: datetime) -> None:
-        self.conn.send(([d.id for d in deliveries], now))
+        try:
+            self.conn.send(([d.id for d in deliveries], now))
+        except OSError as e:  # BrokenPipeError: it has gone
+            raise self._ended() from e
 
     def results(self, report: SendReport) -> Iterator[_Job]:
         """The messages of the oldest submitted chunk, counting what was skipped or failed."""
         while True:
             try:
                 kind, value, error = self.conn.recv()
-            except EOFError as e:
-                raise RuntimeError(
-                    f"the compose process ended unexpectedly (exit code {self.process.poll()})"
-                ) from e
+            except (EOFError, OSError) as e:
+                raise self._ended() from e
             if kind == "job":
                 yield value
             elif kind == "count":
                 report.count(value, error)
             elif kind == "error":
-                raise RuntimeError(f"composing a chunk failed: {value}")
+                raise DigestError(f"composing a chunk failed: {value}; {self._leased}")
             else:
                 return
+
+    def _ended(self) -> DigestError:
+        try:
+            code: int | None = self.process.wait(timeout=5)
+        except subprocess.TimeoutExpired:
+            code = None
+        return DigestError(
+            f"the composing process ended unexpectedly (exit code {code}); {self._leased}"
+        )
 
     def close(self) -> None:
         with contextlib.suppress(BrokenPipeError, OSError):

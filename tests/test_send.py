@@ -5,6 +5,7 @@ from __future__ import annotations
 import dataclasses
 import logging
 import re
+from concurrent.futures import ThreadPoolExecutor
 from datetime import UTC, datetime, timedelta
 from email import message_from_bytes, policy
 from email.message import EmailMessage
@@ -18,6 +19,7 @@ from sqlmodel import Session, select
 from digest import outbox, subscribers
 from digest.config import Settings
 from digest.db import make_engine
+from digest.errors import DigestError
 from digest.ingest import SourceSpec, ingest
 from digest.models import Delivery, SentPaper
 from digest.render import Renderer
@@ -280,3 +282,65 @@ def test_a_composing_process_sends_what_one_process_sends(
     assert (two.sent, two.skipped, two.failed) == (one.sent, one.skipped, one.failed) == (9, 1, 0)
     assert two_mails == one_mails
     assert two_sent == one_sent and len(two_sent) > 9
+
+
+# The composing process's program, made to die when it is given its second chunk.
+_DYING_CHILD = """
+import os, sys
+from digest import outbox
+chunks = []
+real = outbox._compose_chunk
+def compose_chunk(*args, **kwargs):
+    chunks.append(1)
+    if len(chunks) == 2:
+        os._exit(3)
+    return real(*args, **kwargs)
+outbox._compose_chunk = compose_chunk
+outbox._compose_main(int(sys.argv[1]))
+"""
+
+
+def test_a_composing_process_that_dies_loses_nothing_and_sends_nothing_twice(
+    settings: Settings,
+    tmp_path: Path,
+    shared: Path,
+    smtp_server: Any,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """The run stops with a clear error; what the process held goes out once its lease ends."""
+    controller, handler = smtp_server
+    monkeypatch.setattr(outbox, "CHUNK", 4)
+    program = outbox._COMPOSE_CHILD
+    monkeypatch.setattr(outbox, "_COMPOSE_CHILD", _DYING_CHILD)
+    base = dataclasses.replace(
+        settings,
+        database=dataclasses.replace(settings.database, url=f"sqlite:///{tmp_path}/run.db"),
+        delivery=dataclasses.replace(settings.delivery, compose_process_from=1),
+    )
+    engine = make_engine(base.database.url)
+    ingest(engine, base, [SourceSpec(name="a", location=str(shared / "seeds/daily-papers-a.txt"))])
+    for i in range(10):
+        subscribe(base, f"reader{i}@example.org", "diffusion models, agents, quantization")
+    at = datetime(2026, 11, 22, 8, 0, tzinfo=UTC)
+    with pytest.raises(DigestError, match=r"composing process ended unexpectedly \(exit code 3\)"):
+        outbox.send(engine, relay(base, controller), renderer=Renderer.create(), now=at)
+    first = [str(m["To"]) for m in parsed(handler)]
+    assert len(first) == 4  # the first chunk, composed before the process died
+    with Session(engine) as session:
+        statuses = sorted(d.status for d in session.exec(select(Delivery)).all())
+    assert statuses == ["sending"] * 6 + ["sent"] * 4
+    # before the lease runs out nothing is taken again; after it, the rest goes out once
+    later = at + timedelta(seconds=base.delivery.lease_seconds / 2)
+    assert (
+        outbox.send(engine, relay(base, controller), renderer=Renderer.create(), now=later).sent
+        == 0
+    )
+    after = at + timedelta(seconds=base.delivery.lease_seconds + 1)
+    monkeypatch.setattr(outbox, "_COMPOSE_CHILD", program)
+    with ThreadPoolExecutor(1) as other:  # another sender: the lease owner is a thread
+        report = other.submit(
+            outbox.send, engine, relay(base, controller), renderer=Renderer.create(), now=after
+        ).result()
+    assert report.sent == 6
+    everyone = [str(m["To"]) for m in parsed(handler)]
+    assert sorted(everyone) == sorted(f"reader{i}@example.org" for i in range(10))
