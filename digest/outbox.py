@@ -927,7 +927,8 @@ def _compose_elsewhere(
     """Whether this run is big enough for a composing process (see _ComposeProcess), and the
     machine has a second core for it."""
     least = settings.delivery.compose_process_from
-    if least <= 0 or renderer.source is None or _cores() < 2:
+    # POSIX only: the process is handed its end of a socket pair as an inherited descriptor
+    if least <= 0 or renderer.source is None or os.name != "posix" or _cores() < 2:
         return False
     with Session(engine) as session:
         due = session.exec(
