@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
-from typing import Any, Literal, overload
+from typing import Any
 
 from sqlalchemy import Table, event
 from sqlalchemy.dialects.postgresql import insert as pg_insert
@@ -45,37 +45,14 @@ def table_of(model: type[SQLModel]) -> Table:
     return table
 
 
-@overload
 def insert_ignore(
     engine_or_conn: Engine | Connection,
     model: type[SQLModel],
     rows: Sequence[Mapping[str, Any]],
     *,
     conflict: Sequence[str],
-    count: Literal[True] = ...,
-) -> int: ...
-@overload
-def insert_ignore(
-    engine_or_conn: Engine | Connection,
-    model: type[SQLModel],
-    rows: Sequence[Mapping[str, Any]],
-    *,
-    conflict: Sequence[str],
-    count: Literal[False],
-) -> None: ...
-def insert_ignore(
-    engine_or_conn: Engine | Connection,
-    model: type[SQLModel],
-    rows: Sequence[Mapping[str, Any]],
-    *,
-    conflict: Sequence[str],
-    count: bool = True,
-) -> int | None:
-    """Bulk-insert rows, skipping those that clash on ``conflict``; the number inserted.
-
-    With ``count=False`` the rows go through the driver's ``executemany`` without RETURNING
-    (several times cheaper per row) and the result is None.
-    """
+) -> int:
+    """Bulk-insert rows, skipping those that clash on ``conflict``; the number inserted."""
     if not rows:
         return 0
     table = table_of(model)
@@ -86,15 +63,14 @@ def insert_ignore(
         stmt = pg_insert(table)
     else:  # pragma: no cover - only SQLite and PostgreSQL are supported
         raise NotImplementedError(f"unsupported database {dialect}")
-    stmt = stmt.on_conflict_do_nothing(index_elements=list(conflict))
-    if count:
-        # RETURNING gives back only the rows really inserted (rowcount is unreliable for
-        # executemany on some drivers).
-        stmt = stmt.returning(table.primary_key.columns.values()[0])
+    # RETURNING gives back only the rows really inserted (rowcount is unreliable for
+    # executemany on some drivers).
+    key = table.primary_key.columns.values()[0]
+    stmt = stmt.on_conflict_do_nothing(index_elements=list(conflict)).returning(key)
     if isinstance(engine_or_conn, Engine):
         with engine_or_conn.begin() as conn:
-            return _run_insert(conn, stmt, rows, count)
-    return _run_insert(engine_or_conn, stmt, rows, count)
+            return len(conn.execute(stmt, list(rows)).all())
+    return len(engine_or_conn.execute(stmt, list(rows)).all())
 
 
 def insert_ignore_rows(
@@ -117,15 +93,8 @@ def insert_ignore_rows(
         return
     dialect = conn.dialect
     mark = _MARKS.get(dialect.paramstyle)
-    if mark is None:  # pragma: no cover - SQLite and PostgreSQL drivers all have one of these
-        insert_ignore(
-            conn,
-            model,
-            [dict(zip(columns, r, strict=True)) for r in rows],
-            conflict=conflict,
-            count=False,
-        )
-        return
+    if mark is None:  # pragma: no cover - SQLite's and PostgreSQL's drivers have one of these
+        raise NotImplementedError(f"unsupported parameter style {dialect.paramstyle}")
     table = table_of(model)
     quote = dialect.identifier_preparer.quote
     sql = (
@@ -155,10 +124,3 @@ def insert_ignore_rows(
 
 
 _MARKS = {"qmark": "?", "format": "%s", "pyformat": "%s"}
-
-
-def _run_insert(
-    conn: Connection, stmt: Any, rows: Sequence[Mapping[str, Any]], count: bool
-) -> int | None:
-    result = conn.execute(stmt, list(rows))
-    return len(result.all()) if count else None
