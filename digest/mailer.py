@@ -1,8 +1,8 @@
 """MIME building and SMTP sending.
 
 :func:`build_message` assembles a multipart/alternative message straight into bytes: the
-bodies are encoded with binascii (quoted-printable line by line, cached, or base64 when that
-is shorter), the headers with the email library's encoders (``email.utils.formataddr``,
+bodies go as they are (7bit) when they are ASCII with short lines, else are encoded with
+binascii (quoted-printable line by line, cached, or base64 when that is shorter), the headers with the email library's encoders (``email.utils.formataddr``,
 ``email.base64mime`` encoded words), so a message costs a few percent of an ``EmailMessage``
 (~5 ms). :func:`build_message_reference` is the ``EmailMessage`` version, kept so that tests
 and benchmarks can check the fast one against it; tests/test_mailer.py proves the output with
@@ -89,6 +89,7 @@ _ADDR = re.compile(r"[^\s<>()\[\]\\,;:@\"]+@[A-Za-z0-9.-]+")
 _MSG_ID = re.compile(r"<[!-;=?-~]+@[!-;=?-~]+>")
 _LIST_ID = re.compile(r"[A-Za-z0-9!#$%&'*+/=?^_`{|}~.-]+")
 MAX_FOLDED = 78
+LINE_MAX = 998  # octets in a line of a message, CRLF excluded (RFC 5322 2.1.1)
 _ASCII = bytes(range(128))
 _WORD_BYTES = 45  # 60 base64 chars + "=?utf-8?b?" + "?=" = 72 <= 75 (RFC 2047)
 
@@ -228,10 +229,11 @@ def _normalise_body(text: str) -> bytes:
 class _QpLines:
     """Quoted-printable encoding, one cached line at a time.
 
-    Most lines of a rendered digest repeat from message to message (the inlined template, a
-    paper that many readers get) and b2a_qp costs ~15 ns a byte, so each line's encoding is
-    kept, up to ``max_bytes`` in all; then the cache starts over. Entries are pure functions
-    of their keys: sharing them between threads is safe (the byte count is approximate).
+    Many lines of a rendered digest repeat from message to message (the template, a paper
+    that many readers get) and b2a_qp costs ~13 ns a byte, so each line's encoding is kept,
+    up to ``max_bytes`` in all; then the cache starts over. The lines not seen before are
+    encoded together, in one b2a_qp call. Entries are pure functions of their keys: sharing
+    them between threads is safe (the byte count is approximate).
     """
 
     def __init__(self, max_bytes: int) -> None:
@@ -250,19 +252,61 @@ class _QpLines:
             return CRLF.join(map(lines.__getitem__, parts))
         except KeyError:
             pass
-        out: list[bytes] = []
-        for line in parts:
-            encoded = lines.get(line)
-            if encoded is None:
-                # b2a_qp encodes each line on its own: the same bytes as in the whole body.
-                encoded = binascii.b2a_qp(line, quotetabs=False, istext=True, header=False)
-                if encoded.startswith(b"From "):  # some mbox software mangles it to ">From "
-                    encoded = b"=46" + encoded[1:]
-                encoded = encoded.replace(b"\n", CRLF)
-                lines[line] = encoded
-                self.size += len(line) + len(encoded) + 100
-            out.append(encoded)
-        return CRLF.join(out)
+        new = [line for line in dict.fromkeys(parts) if line not in lines]
+        # b2a_qp encodes each line on its own (the line length restarts after each line end),
+        # so encoding the new lines together gives each line's own encoding, but for a line
+        # ending in white space, which it can make one character too long unless the data ends
+        # there: those are encoded alone. Only a soft break ends an encoded line with "=".
+        alone = [line for line in new if line.endswith((b" ", b"\t"))]
+        if alone:
+            new = [line for line in new if not line.endswith((b" ", b"\t"))]
+        pieces = _qp(new).split(b"\n") if new else []
+        if len(pieces) != len(new):
+            pieces = _soft_joined(pieces)
+        pieces += [_qp([line]) for line in alone]
+        for line, piece in zip(new + alone, pieces, strict=True):
+            if line.startswith(b"From "):
+                piece = b"=46" + piece[3:]
+            lines[line] = piece.replace(b"\n", CRLF)
+            self.size += len(line) + len(piece) + 100
+        return CRLF.join(map(lines.__getitem__, parts))
+
+
+def _qp(lines: list[bytes]) -> bytes:
+    """Lines quoted-printable encoded, LF line ends; the F of a line starting ``From `` is
+    encoded as a NUL (to be made ``=46`` by the caller: some mbox software mangles it to
+    ``>From ``), which takes the same three characters, so the soft breaks are right."""
+    data = b"\n".join(lines)
+    if data.startswith(b"From ") or b"\nFrom " in data:
+        data = b"\n".join(b"\0" + line[1:] if line.startswith(b"From ") else line for line in lines)
+    return binascii.b2a_qp(data, quotetabs=False, istext=True, header=False)
+
+
+def _soft_joined(pieces: list[bytes]) -> list[bytes]:
+    """Encoded lines (split at every LF) put back together across their soft line breaks."""
+    joined: list[bytes] = []
+    start = 0
+    for i, piece in enumerate(pieces):
+        if not piece.endswith(b"="):
+            joined.append(b"\n".join(pieces[start : i + 1]))
+            start = i + 1
+    return joined
+
+
+def _plain_lines(data: bytes) -> bool:
+    """Whether ASCII ``data`` (LF line ends) can go as it is, 7bit: no NUL, no line that mbox
+    software would mangle (``From ``), none longer than RFC 5322's 998 octets."""
+    if b"\0" in data or data.startswith(b"From ") or b"\nFrom " in data:
+        return False
+    # A line is too long if and only if some 999 bytes in a row hold no line end: jump from
+    # line start to line start, up to 999 bytes at a time.
+    start, last = 0, len(data) - LINE_MAX
+    while start < last:
+        end = data.rfind(b"\n", start, start + LINE_MAX + 1)
+        if end < 0:
+            return False
+        start = end + 1
+    return True
 
 
 _QP = _QpLines(max_bytes=16 << 20)
@@ -275,18 +319,21 @@ _BOUNDARY_RANDOM = random.Random(secrets.randbits(128))
 def encode_body(text: str) -> tuple[bytes, bytes]:
     """(transfer encoding name, encoded lines ending in CRLF) for a UTF-8 text part.
 
-    Quoted-printable, or base64 when that is shorter (mostly non-Latin text). Line ends are
-    normalised to LF, then written as CRLF, the canonical form of text in MIME, so the
-    parsed-back body equals the input with ``\\n`` line ends.
+    7bit (the text as it is) when it is ASCII with no line over 998 octets, no NUL and no line
+    starting ``From ``; else quoted-printable, or base64 when that is shorter (mostly
+    non-Latin text). Line ends are normalised to LF, then written as CRLF, the canonical form
+    of text in MIME, so the parsed-back body equals the input with ``\\n`` line ends.
     """
     data = _normalise_body(text)
+    # The CRLF before the next boundary belongs to the boundary, not to the body.
+    if data.isascii():
+        if _plain_lines(data):
+            return b"7bit", data.replace(b"\n", CRLF) + CRLF
     # Quoted-printable spends 3 chars on a non-ASCII byte, base64 4 on every 3 bytes.
-    if not data.isascii() and 6 * len(data.translate(None, _ASCII)) > len(data):
+    elif 6 * len(data.translate(None, _ASCII)) > len(data):
         raw = binascii.b2a_base64(data, newline=False)
         return b"base64", CRLF.join([raw[i : i + 76] for i in range(0, len(raw), 76)]) + CRLF
-    encoded = _QP.encode(data)
-    # The CRLF before the next boundary belongs to the boundary, not to the body.
-    return b"quoted-printable", encoded + CRLF
+    return b"quoted-printable", _QP.encode(data) + CRLF
 
 
 def _part(content_type: bytes, text: str) -> tuple[bytes, bytes]:
@@ -376,7 +423,7 @@ def build_message(
     ]
     text_head, text_body = _part(b"text/plain", text)
     html_head, html_body = _part(b"text/html", html)
-    # "=_" never occurs in quoted-printable or base64 output; check anyway.
+    # "=_" never occurs in quoted-printable or base64 output; a 7bit body could hold it.
     while True:
         boundary = b"=_digest_" + b"%032x" % _BOUNDARY_RANDOM.getrandbits(128)
         if boundary not in text_body and boundary not in html_body:

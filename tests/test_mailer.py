@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import binascii
 import dataclasses
 import email
 import email.policy
@@ -87,7 +88,7 @@ def _check_message(data: bytes, kw: dict[str, Any]) -> EmailMessage:
     for part, source in zip(parts, (kw["text"], kw["html"]), strict=True):
         assert not part.defects
         assert part.get_content_charset() == "utf-8"
-        assert part["Content-Transfer-Encoding"] in ("quoted-printable", "base64")
+        assert part["Content-Transfer-Encoding"] in ("7bit", "quoted-printable", "base64")
         assert _body(part) == source.replace("\r\n", "\n")
     # the bytes with LF line ends, as a local delivery agent stores them, give the exact text
     lf = _parse(data.replace(b"\r\n", b"\n"))
@@ -246,10 +247,55 @@ def test_fast_build_equals_reference(changes: dict[str, Any]) -> None:
 
 
 def test_encode_body_chooses_the_shorter_encoding() -> None:
-    assert encode_body("plain ascii = text\n")[0] == b"quoted-printable"
+    assert encode_body("plain ascii = text\n") == (b"7bit", b"plain ascii = text\r\n\r\n")
     assert encode_body("café au lait " * 20)[0] == b"quoted-printable"  # mostly ASCII
     assert encode_body("推理" * 100)[0] == b"base64"
-    assert encode_body("")[1] == b"\r\n"
+    assert encode_body("") == (b"7bit", b"\r\n")
+
+
+@pytest.mark.parametrize(
+    "text",
+    [
+        "x" * 999,  # over RFC 5322's 998 octets
+        "short\n" + "x" * 998 + "y\nshort",
+        "line\nFrom the start of a line, mbox software writes >From\n",
+        "From the first line\n",
+        "a NUL \0 byte\n",
+    ],
+)
+def test_ascii_that_cannot_go_as_it_is_is_quoted_printable(text: str) -> None:
+    cte, body = encode_body(text)
+    assert cte == b"quoted-printable"
+    kw = _kwargs(text=text, html=text)
+    _check_message(build_message(**kw), kw)
+    assert b"\r\nFrom " not in body and not body.startswith(b"From ")
+
+
+def test_ascii_with_lines_up_to_998_octets_goes_as_it_is() -> None:
+    text = "x" * 998 + "\n" + ("y" * 997 + "\n") * 3 + "From" + "\n From \n"
+    assert encode_body(text) == (b"7bit", text.replace("\n", "\r\n").encode() + b"\r\n")
+    kw = _kwargs(text=text, html=text)
+    _check_message(build_message(**kw), kw)
+
+
+@pytest.mark.parametrize(
+    "line",
+    [
+        "From " + "x" * 66 + "é",  # the line is 79 characters with =46: it needs a soft break
+        "x" * 74 + " ",  # b2a_qp makes 77 characters of it when a line end follows
+        "y" * 75 + "\t",
+        "=" * 30 + " end \t",
+    ],
+)
+def test_quoted_printable_lines_stay_within_76_characters(line: str) -> None:
+    # The same line first among others, encoded together, then alone (from the line cache).
+    for text in (f"café\n{line}\n{line}é\nFrom é\n", f"{line}\nzz é"):
+        cte, body = encode_body(text)
+        assert cte == b"quoted-printable"
+        encoded = body.split(b"\r\n")
+        assert all(len(x) <= 76 and not x.endswith((b" ", b"\t")) for x in encoded), encoded
+        assert not any(x.startswith(b"From ") for x in encoded)
+        assert binascii.a2b_qp(body.replace(b"\r\n", b"\n")).decode() == text + "\n"
 
 
 def test_boundary_is_random_and_absent_from_bodies() -> None:

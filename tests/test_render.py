@@ -3,8 +3,12 @@
 from __future__ import annotations
 
 import dataclasses
+import email
+import email.policy
 import os
 import re
+from datetime import UTC, datetime
+from email.message import EmailMessage
 from pathlib import Path
 
 import lxml.html
@@ -12,12 +16,14 @@ import pytest
 from markupsafe import Markup
 
 from digest.errors import TemplateError
+from digest.mailer import build_message
 from digest.render import (
     ConfirmContext,
     DigestContext,
     DigestItem,
     Renderer,
     build_snippet,
+    char_refs,
     inline_template_source,
     safe_url,
 )
@@ -148,6 +154,63 @@ def test_inline_once_equals_per_message_premailer(renderer: Renderer, ctx: Diges
     assert fast.subject == slow.subject
 
 
+def test_html_is_ascii_with_character_references_and_goes_as_it_is(renderer: Renderer) -> None:
+    title = "Ünïcödé 量子 “quoted” — 🧬 <b>x</b>"
+    ctx = _ctx(
+        items=(
+            _item(1, title=title, authors=("Zoë", "李雷"), abstract="Résumé … " + ABSTRACT),
+            _item(2),
+        ),
+        site_name="dïgest",
+        keywords=("量子", "diffusion"),
+    )
+    out = renderer.render_digest(ctx)
+    assert out.html.isascii()
+    doc = _doc(out.html)
+    assert doc.cssselect("a.paper-title")[0].text_content() == title
+    assert doc.cssselect("p.authors")[0].text_content() == "Zoë, 李雷"
+    assert doc.cssselect("p.snippet")[0].text_content().startswith("Résumé … We present")
+    assert "“diffusion”" in doc.cssselect("p.why")[0].text_content()
+    assert "dïgest" in doc.cssselect("p.site-name")[0].text_content()
+    assert title in out.text and "Zoë, 李雷" in out.text  # the text part keeps the characters
+    data = build_message(
+        from_addr="digest@example.org",
+        from_name="dïgest",
+        to_addr="reader@example.com",
+        subject=out.subject,
+        text=out.text,
+        html=out.html,
+        message_id="<digest.1@example.org>",
+        date=datetime(2026, 11, 22, 7, 0, tzinfo=UTC),
+        list_id="digest.example.org",
+        unsubscribe_url="https://digest.example.org/u/abc.def",
+        unsubscribe_mailto="unsubscribe@example.org",
+    )
+    msg = email.message_from_bytes(data, policy=email.policy.default)
+    assert isinstance(msg, EmailMessage)
+    html_part = msg.get_body(preferencelist=("html",))
+    assert html_part is not None and html_part["Content-Transfer-Encoding"] == "7bit"
+    assert html_part.get_content().replace("\r\n", "\n") == out.html
+
+
+def test_char_refs_leave_style_script_and_comments_alone() -> None:
+    html = (
+        '<html><head><style>p::before { content: "→" }</style></head><body>'
+        "<!-- café --><p title='é'>naïve 🧬 &amp; x</p><script>var s = \"ü\";</script>"
+        '<STYLE>\nq { quotes: "«" "»" }</style ></body></html>'
+    )
+    out = char_refs(html)
+    assert out == (
+        '<html><head><style>p::before { content: "→" }</style></head><body>'
+        "<!-- café --><p title='&#233;'>na&#239;ve &#129516; &amp; x</p>"
+        '<script>var s = "ü";</script><STYLE>\nq { quotes: "«" "»" }</style ></body></html>'
+    )
+    assert lxml.html.tostring(_doc(out), encoding="unicode") == lxml.html.tostring(
+        _doc(html), encoding="unicode"
+    )
+    assert char_refs("plain") == "plain"
+
+
 def test_confirm_inline_once_equals_per_message_premailer(renderer: Renderer) -> None:
     ctx = ConfirmContext(
         site_name="digest",
@@ -209,7 +272,7 @@ def test_snippet_is_built_from_the_original_text() -> None:
     html, plain = build_snippet(text, ((2, 3), (6, 7), (0, 100)))  # overlapping, clipped
     assert isinstance(html, Markup)
     assert str(html) == (
-        '<mark class="hl" style="background-color:#fff1a8;color:#1f2328;padding:0 1px;">'
+        '<mark class="hl"\nstyle="background-color:#fff1a8;color:#1f2328;padding:0 1px;">'
         "a &lt; b &amp; c &gt; d &#39;e&#39; &#34;f&#34;</mark>"
     )
     assert plain == f"*{text}*"
@@ -230,7 +293,7 @@ def test_huge_abstract_gives_a_bounded_snippet(renderer: Renderer) -> None:
     assert len(out.html) < 40_000
     assert len(out.text) < 5_000
     # cut at a word boundary: never in the middle of "protein"
-    assert re.search(r"protein</mark>…", str(html))
+    assert re.search(r"protein</mark>&#8230;", str(html))
 
 
 def test_subject_is_one_bounded_line(renderer: Renderer) -> None:
