@@ -48,7 +48,6 @@ MARK_OPEN = Markup(
     '<mark class="hl"\nstyle="background-color:#fff1a8;color:#1f2328;padding:0 1px;">'
 )
 MARK_CLOSE = Markup("</mark>")
-ELLIPSIS_HTML = "&#8230;"  # the snippet's HTML is in ASCII (see Renderer._html)
 
 _MONTHS = ("Jan", "Feb", "Mar", "Apr", "May", "Jun", "Jul", "Aug", "Sep", "Oct", "Nov", "Dec")
 # C0/C1 controls, the Unicode line/paragraph separators, bidi overrides and isolates (which
@@ -229,9 +228,10 @@ def build_snippet(
     """The abstract cut to ``limit`` chars at a word boundary, as (marked HTML in ASCII, marked
     text).
 
-    The HTML is built from the original text, escaping every piece before it is joined with
-    the marks: never marked-then-escaped, never marks laid over escaped text (the spans count
-    characters of the original). The text version marks the same spans like *this*.
+    The HTML is built from the original text: its pieces are joined with a control character
+    where a mark goes (feed text has none left), escaped, and only then are those made marks:
+    never marked-then-escaped, never marks laid over escaped text (the spans count characters
+    of the original). The text version marks the same spans like *this*.
     """
     found = _NON_SPACE.search(abstract)
     if found is None:
@@ -257,23 +257,22 @@ def build_snippet(
         end = start + (space if space >= limit // 2 else limit)
         while end > start and abstract[end - 1].isspace():
             end -= 1
-    html: list[str] = [ELLIPSIS_HTML] if lead else []
-    text: list[str] = ["…"] if lead else []
+    pieces: list[str] = ["…"] if lead else []
     pos = start
     for s, e in _spans(highlight, abstract, start, end):
-        plain, marked = _clean_piece(abstract[pos:s]), _clean_piece(abstract[s:e])
-        html += [escape(plain), MARK_OPEN, escape(marked), MARK_CLOSE]
-        text += [plain, "*", marked, "*"]
+        pieces += [_clean_piece(abstract[pos:s]), "\0", _clean_piece(abstract[s:e]), "\1"]
         pos = e
-    tail = _clean_piece(abstract[pos:end])
-    html.append(escape(tail))
-    text.append(tail)
+    pieces.append(_clean_piece(abstract[pos:end]))
     if cut:
-        html.append(ELLIPSIS_HTML)
-        text.append("…")
-    # Every piece of feed text went through escape() above; the rest are our constants.
-    marked = "".join(html)
-    return Markup(marked if marked.isascii() else _refs(marked)), "".join(text).strip()
+        pieces.append("…")
+    marked = "".join(pieces)
+    html = str(escape(marked))
+    if not html.isascii():
+        html = _refs(html)
+    html = html.replace("\0", MARK_OPEN).replace("\1", MARK_CLOSE)
+    text = marked.replace("\0", "*").replace("\1", "*").strip()
+    # All the feed text went through escape() above; the marks are our constants.
+    return Markup(html), text
 
 
 def char_refs(html: str) -> str:
