@@ -375,27 +375,79 @@ def _compounds(
                 yield broken, [(term, at, at + len(raw))], None, at, at + len(raw)
                 broken = False
             continue
-        parts: list[tuple[str, int, int]] = []
-        norms: list[str] = []
-        raws: list[str] = []
-        for part in word_re.finditer(raw):
-            piece = part.group()
-            word = _normalise(piece)
-            if not word:
-                continue
-            norms.append(word)
-            raws.append(piece)
-            if word not in STOPWORDS:
-                start = at + part.start()
-                term = _term(word, _ACRONYM_PLURAL_RE.fullmatch(piece) is not None)
-                parts.append((term, start, start + len(piece)))
-        joined = None
-        if 2 <= len(norms) <= MAX_COMPOUND_PARTS:
-            joined_raw = "".join(raws)
-            joined = _term("".join(norms), _ACRONYM_PLURAL_RE.fullmatch(joined_raw) is not None)
+        parts, joined = _compound(raw, at, word_re)
         if parts or joined:
             yield broken, parts, joined, at, found.end()
             broken = False
+
+
+def _compound(
+    raw: str, at: int, word_re: re.Pattern[str]
+) -> tuple[list[tuple[str, int, int]], str | None]:
+    """A compound's content parts (term, chars from ``at``) and its joined term, if any."""
+    parts: list[tuple[str, int, int]] = []
+    norms: list[str] = []
+    raws: list[str] = []
+    for part in word_re.finditer(raw):
+        piece = part.group()
+        word = _normalise(piece)
+        if not word:
+            continue
+        norms.append(word)
+        raws.append(piece)
+        if word not in STOPWORDS:
+            start = at + part.start()
+            term = _term(word, _ACRONYM_PLURAL_RE.fullmatch(piece) is not None)
+            parts.append((term, start, start + len(piece)))
+    joined = None
+    if 2 <= len(norms) <= MAX_COMPOUND_PARTS:
+        joined_raw = "".join(raws)
+        joined = _term("".join(norms), _ACRONYM_PLURAL_RE.fullmatch(joined_raw) is not None)
+    return parts, joined
+
+
+def _index_tokens(text: str, base: int) -> tuple[list[tuple[str, int, int]], int]:
+    """``_scan`` for the index: (term, start, end) per token, without characters' offsets.
+
+    The same tokens and positions, in one loop over the regex's words: building an edition's
+    index is most of a cold ranking run, and the generator's per-word overhead was most of it.
+    """
+    ascii_text = text.isascii()
+    word_re = _ASCII_WORD_RE if ascii_text else _WORD_RE
+    scan_re = _ASCII_SCAN_RE if ascii_text else _SCAN_RE
+    word_term = _word_term
+    tokens: list[tuple[str, int, int]] = []
+    append = tokens.append
+    pos = base
+    joined_tokens = 0
+    broken = False
+    for raw in scan_re.findall(text, 0, MAX_TEXT_CHARS):  # "" for punctuation
+        if not raw:
+            broken = True
+        elif raw.isalnum():
+            term = word_term(raw)
+            if term is not None:
+                if broken:
+                    pos += 1  # punctuation between words: no phrase across it
+                    broken = False
+                append((term, pos, pos))
+                pos += 1
+        else:
+            parts, joined = _compound(raw, 0, word_re)
+            if parts or joined:
+                if broken:
+                    pos += 1
+                    broken = False
+                first = pos
+                for term, _, _ in parts:
+                    append((term, pos, pos))
+                    pos += 1
+                if joined is not None:
+                    if not parts:  # all parts were stopwords ("as-is"): the compound is one word
+                        pos += 1
+                    append((joined, first, pos - 1))
+                    joined_tokens += 1
+    return tokens, len(tokens) - joined_tokens  # the joined terms are no words of their own
 
 
 def _scan(text: str, base: int) -> tuple[list[_Token], int]:
@@ -461,10 +513,10 @@ class _Positions:
         self._flat: dict[str, tuple[list[int], list[int]]] = {}
         self._arrays: dict[str, tuple[_IntArray, _IntArray]] = {}
 
-    def add(self, doc: int, tokens: list[_Token]) -> None:
+    def add(self, doc: int, tokens: list[tuple[str, int, int]]) -> None:
         base = doc << _DOC_SHIFT
         flat = self._flat
-        for term, start, end, _, _ in tokens:
+        for term, start, end in tokens:
             entry = flat.get(term)
             if entry is None:
                 flat[term] = ([base + start], [base + end])
@@ -733,9 +785,9 @@ class Index:
         boost = np.ones(len(keys))
         for i, key in enumerate(keys):
             doc = unique[key]
-            tokens, title_len[i] = _scan(doc.title, 0)
+            tokens, title_len[i] = _index_tokens(doc.title, 0)
             positions.add(i, tokens)
-            tokens, abstract_len[i] = _scan(doc.abstract, _ABSTRACT_BASE)
+            tokens, abstract_len[i] = _index_tokens(doc.abstract, _ABSTRACT_BASE)
             positions.add(i, tokens)
             abstract_span[i] = tokens[-1][2] - _ABSTRACT_BASE + 1 if tokens else 0
             if doc.upvotes:

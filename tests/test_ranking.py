@@ -18,6 +18,8 @@ from digest.ranking import (
     Profile,
     Ranked,
     RankedList,
+    _index_tokens,
+    _scan,
     _top,
     highlight_spans,
     parse_keywords,
@@ -520,3 +522,20 @@ def test_keywords_weighed_together_or_one_by_one_rank_alike(shared: Path) -> Non
     second = [list(r) for _, r in one_by_one.rank(profiles, chunk=1000)]
     assert first == second
     assert sum(map(len, first)) > 1000
+
+
+@pytest.mark.parametrize(
+    "text",
+    [
+        "State-of-the-art LLMs, as-is: pre-training (RLHF) and test-time adaptation.",
+        "Schrödinger’s naïve e\u0301te\u0301 model — “quoted” · GPT-4 3D a-b-c-d-e-f-g",
+        "of the and a",
+        "",
+        "...;;; -- x-- --y 中文 word's Mixture-of-Experts",
+    ],
+)
+def test_the_index_tokenises_as_the_highlighter_does(text: str) -> None:
+    # The index's fast loop and the generator behind highlighting must give one tokenisation.
+    for base in (0, 1 << 20):
+        tokens, words = _scan(text, base)
+        assert _index_tokens(text, base) == ([t[:3] for t in tokens], words)
