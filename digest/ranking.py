@@ -981,14 +981,14 @@ class Index:
     def _idf(self, df: int) -> float:
         return math.log(1.0 + (self._n - df + 0.5) / (df + 0.5))
 
-    def _weights(self, title: _FloatArray, abstract: _FloatArray) -> _FloatArray:
-        """Field-weighted BM25 saturation of every paper's term frequencies, times its upvote
-        boost."""
+    def _weights(self, title: _FloatArray, abstract: _FloatArray, docs: _IntArray) -> _FloatArray:
+        """Field-weighted BM25 saturation of term frequencies in papers ``docs``, times their
+        upvote boost."""
         k1 = K1
         return (
-            TITLE_WEIGHT * title * (k1 + 1) / (title + k1 * self._title_norm)
-            + abstract * (k1 + 1) / (abstract + k1 * self._abstract_norm)
-        ) * self._boost
+            TITLE_WEIGHT * title * (k1 + 1) / (title + k1 * self._title_norm[docs])
+            + abstract * (k1 + 1) / (abstract + k1 * self._abstract_norm[docs])
+        ) * self._boost[docs]
 
     def _field_counts(
         self, rows: list[_IntArray], *, first: bool = True
@@ -1011,53 +1011,74 @@ class Index:
         return title.reshape(k, n), abstract.reshape(k, n), first_at.reshape(k, n)
 
     def _add_concepts(self, concepts: list[_Concept]) -> None:
-        """Weigh every paper for each concept, all the concepts in one pass of array operations."""
+        """Weigh every paper for each concept, all the concepts in one pass of array operations.
+
+        Counted on (concepts x papers) arrays, then weighed only on the cells where something
+        was found (a few percent of them), cell by cell as on the whole arrays.
+        """
         k, n = len(concepts), self._n
         if not k:
             return
         title, abstract, first = self._field_counts([self._spans(c.variants) for c in concepts])
-        in_phrase = (title + abstract) > 0
         unit_spans = [[self._free_spans(unit, c) for unit in c.units] for c in concepts]
         near_title, near_abstract = np.zeros((k, n)), np.zeros((k, n))
         for i, spans in enumerate(unit_spans):
             if spans:
                 near_title[i], near_abstract[i] = self._near(spans, NEAR_SLOP)
-        found = np.count_nonzero(in_phrase | ((near_title + near_abstract) > 0), axis=1)
+        # its words one by one: the cells (unit by unit, in each concept's order) they occur in
+        counts = np.array([len(spans) for spans in unit_spans], dtype=np.int64)
+        owner = np.repeat(np.arange(k), counts)
+        unit_rows = unit_docs = _NO_POSITIONS
+        unit_title = unit_abstract = np.zeros(0)
+        if counts.any():
+            ut, ua, _ = self._field_counts([s for spans in unit_spans for s in spans], first=False)
+            unit_rows, unit_docs = np.nonzero(ut + ua)
+            unit_title, unit_abstract = ut[unit_rows, unit_docs], ua[unit_rows, unit_docs]
+        unit_cells = owner[unit_rows] * n + unit_docs
+        cells = np.union1d(
+            np.flatnonzero(title + abstract + near_title + near_abstract), unit_cells
+        )
+        rows, docs = cells // n, cells % n
+        title, abstract, first = title.ravel()[cells], abstract.ravel()[cells], first.ravel()[cells]
+        near_title, near_abstract = near_title.ravel()[cells], near_abstract.ravel()[cells]
+        in_phrase = (title + abstract) > 0
+        found = np.bincount(rows[in_phrase | ((near_title + near_abstract) > 0)], minlength=k)
         idf = np.array([self._idf(df) for df in found.tolist()])
         # the keyword itself: phrase occurrences, plus its words side by side in another order
         pt = title + NEAR_WEIGHT * np.maximum(near_title - title, 0.0)
         pa = abstract + NEAR_WEIGHT * np.maximum(near_abstract - abstract, 0.0)
-        weights = idf[:, None] * self._weights(pt, pa)
+        weights = idf[rows] * self._weights(pt, pa, docs)
         # a passing mention: once, in the abstract only, past its first third
-        passing = in_phrase & (pt == 0) & (pa <= 1) & (first > PASSING_AFTER * self._abstract_span)
+        passing = (
+            in_phrase & (pt == 0) & (pa <= 1) & (first > PASSING_AFTER * self._abstract_span[docs])
+        )
         weights[passing] *= PASSING_WEIGHT
         # its words one by one: a low tier under any phrase match, each capped at the phrase's idf
-        word_title, word_abstract = np.zeros((k, n)), np.zeros((k, n))
-        counts = np.array([len(spans) for spans in unit_spans], dtype=np.int64)
-        if counts.any():
-            ut, ua, _ = self._field_counts([s for spans in unit_spans for s in spans], first=False)
-            owner = np.repeat(np.arange(k), counts)
-            unit_df = np.count_nonzero(ut + ua, axis=1).tolist()
+        word_title, word_abstract = np.zeros(len(cells)), np.zeros(len(cells))
+        if len(unit_cells):
+            unit_df = np.bincount(unit_rows, minlength=len(owner)).tolist()
             unit_idf = np.minimum([self._idf(df) for df in unit_df], idf[owner])
-            # summed unit by unit in each concept's order, as one concept at a time would
-            with_units = np.flatnonzero(counts)
-            offsets = np.concatenate([[0], np.cumsum(counts)[:-1]])[with_units]
-            words = np.add.reduceat(unit_idf[:, None] * self._weights(ut, ua), offsets, axis=0)
-            word_title[with_units] = np.add.reduceat(ut, offsets, axis=0)
-            word_abstract[with_units] = np.add.reduceat(ua, offsets, axis=0)
-            weights[with_units] += WORD_WEIGHT * words / counts[with_units, None]
-        rows, docs = np.nonzero(weights > 0)
+            at = np.searchsorted(cells, unit_cells)
+            # summed unit by unit in each concept's order (bincount adds in input order), as
+            # one concept at a time would
+            words = np.bincount(
+                at,
+                weights=unit_idf[unit_rows] * self._weights(unit_title, unit_abstract, unit_docs),
+                minlength=len(cells),
+            )
+            # bincount with weights gives floats (its type stubs say ints)
+            word_title = np.bincount(at, unit_title, len(cells)).astype(np.float64, copy=False)
+            word_abstract = np.bincount(at, unit_abstract, len(cells)).astype(
+                np.float64, copy=False
+            )
+            with_units = counts[rows] > 0
+            weights[with_units] += WORD_WEIGHT * words[with_units] / counts[rows[with_units]]
+        kept = weights > 0
+        rows, docs, values = rows[kept], docs[kept], weights[kept]
         fields = np.stack(
-            [
-                title[rows, docs],
-                abstract[rows, docs],
-                word_title[rows, docs],
-                word_abstract[rows, docs],
-            ],
-            axis=1,
+            [title[kept], abstract[kept], word_title[kept], word_abstract[kept]], axis=1
         ).astype(np.int64)
-        values = weights[rows, docs]
-        x_rows, x_docs = np.nonzero(in_phrase)
+        x_rows, x_docs = cells[in_phrase] // n, cells[in_phrase] % n
         bounds = np.cumsum(np.bincount(rows, minlength=k))[:-1]
         x_bounds = np.cumsum(np.bincount(x_rows, minlength=k))[:-1]
         for concept, d, w, f, x in zip(
