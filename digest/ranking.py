@@ -567,6 +567,18 @@ def _expand_ranges(first: _IntArray, last: _IntArray) -> _IntArray:
     return offsets + np.arange(int(sizes.sum()), dtype=np.int64)
 
 
+def _sorted_unique(values: _IntArray) -> _IntArray:
+    """``np.unique(values)``: sorted, each once. numpy 2.4's ``unique`` finds them with a hash
+    table, ~20 times slower than sorting on the position arrays here."""
+    values = np.sort(values)
+    if len(values) < 2:
+        return values
+    keep = np.empty(len(values), dtype=bool)
+    keep[0] = True
+    np.not_equal(values[1:], values[:-1], out=keep[1:])
+    return values[keep]
+
+
 def _contains(sorted_values: _IntArray, values: _IntArray) -> npt.NDArray[np.bool_]:
     """For each of ``values``: whether it is in ``sorted_values``."""
     i = np.searchsorted(sorted_values, values)
@@ -887,7 +899,7 @@ class Index:
             if len(found) == 1 and bool(np.all(found[0][1:] > found[0][:-1])):
                 spans = found[0]  # one variant, each start once: already sorted and unique
             else:
-                spans = np.unique(np.concatenate(found)) if found else _NO_POSITIONS
+                spans = _sorted_unique(np.concatenate(found)) if found else _NO_POSITIONS
             self._span_cache[variants] = spans
         return spans
 
@@ -908,7 +920,7 @@ class Index:
             positions, terms = self._art
             if own:
                 positions = positions[~np.isin(terms, list(own))]
-            blocked = np.unique(positions)
+            blocked = _sorted_unique(positions)
             self._blocked_cache[own] = blocked
         return blocked
 
@@ -1035,8 +1047,10 @@ class Index:
             unit_rows, unit_docs = np.nonzero(ut + ua)
             unit_title, unit_abstract = ut[unit_rows, unit_docs], ua[unit_rows, unit_docs]
         unit_cells = owner[unit_rows] * n + unit_docs
-        cells = np.union1d(
-            np.flatnonzero(title + abstract + near_title + near_abstract), unit_cells
+        cells = _sorted_unique(
+            np.concatenate(
+                [np.flatnonzero(title + abstract + near_title + near_abstract), unit_cells]
+            )
         )
         rows, docs = cells // n, cells % n
         title, abstract, first = title.ravel()[cells], abstract.ravel()[cells], first.ravel()[cells]
