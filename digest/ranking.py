@@ -409,8 +409,8 @@ def _compound(
 def _index_tokens(text: str, base: int) -> tuple[list[tuple[str, int, int]], int]:
     """``_scan`` for the index: (term, start, end) per token, without characters' offsets.
 
-    The same tokens and positions, in one loop over the regex's words: building an edition's
-    index is most of a cold ranking run, and the generator's per-word overhead was most of it.
+    The same tokens and positions, in one loop over the regex's words: the generator's
+    per-word overhead was a fifth of building an edition's index.
     """
     ascii_text = text.isascii()
     word_re = _ASCII_WORD_RE if ascii_text else _WORD_RE
@@ -1026,7 +1026,8 @@ class Index:
         """Weigh every paper for each concept, all the concepts in one pass of array operations.
 
         Counted on (concepts x papers) arrays, then weighed only on the cells where something
-        was found (a few percent of them), cell by cell as on the whole arrays.
+        was found (a fifth of them for the benchmark's keywords), cell by cell as on the whole
+        arrays.
         """
         k, n = len(concepts), self._n
         if not k:
