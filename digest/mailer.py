@@ -2,11 +2,12 @@
 
 :func:`build_message` assembles a multipart/alternative message straight into bytes: the
 bodies go as they are (7bit) when they are ASCII with short lines, else are encoded with
-binascii (quoted-printable line by line, cached, or base64 when that is shorter), the headers with the email library's encoders (``email.utils.formataddr``,
-``email.base64mime`` encoded words), so a message costs a few percent of an ``EmailMessage``
-(~5 ms). :func:`build_message_reference` is the ``EmailMessage`` version, kept so that tests
-and benchmarks can check the fast one against it; tests/test_mailer.py proves the output with
-the stdlib parser.
+binascii (quoted-printable line by line, cached, or base64 when that is shorter), the headers
+with the email library's encoders (``email.utils.formataddr``, ``email.base64mime`` encoded
+words), so a message costs a few percent of an ``EmailMessage`` (~5 ms).
+:func:`build_message_reference` is the ``EmailMessage`` version, kept so that tests and
+benchmarks can check the fast one against it; tests/test_mailer.py proves the output with the
+stdlib parser.
 
 :class:`SmtpTransport` keeps one SMTP connection open across messages and turns every
 failure into :class:`~digest.errors.SendError`, ``permanent`` only for a 5xx answer to a
