@@ -21,6 +21,7 @@ from digest.render import (
     ConfirmContext,
     DigestContext,
     DigestItem,
+    Rendered,
     Renderer,
     build_snippet,
     char_refs,
@@ -173,6 +174,18 @@ def test_html_is_ascii_with_character_references_and_goes_as_it_is(renderer: Ren
     assert "“diffusion”" in doc.cssselect("p.why")[0].text_content()
     assert "dïgest" in doc.cssselect("p.site-name")[0].text_content()
     assert title in out.text and "Zoë, 李雷" in out.text  # the text part keeps the characters
+    assert _mailed_html(out) == ("7bit", out.html)
+
+
+def test_html_with_lines_too_long_to_go_as_they_are_is_encoded(renderer: Renderer) -> None:
+    # 300 CJK characters are 2,400 octets of character references on one line: over 998.
+    out = renderer.render_digest(_ctx(items=(_item(1, title="量子" * 150),)))
+    assert out.html.isascii()
+    assert _mailed_html(out) == ("quoted-printable", out.html)
+
+
+def _mailed_html(out: Rendered) -> tuple[str, str]:
+    """The HTML part of ``out`` as mailed: its transfer encoding and its text parsed back."""
     data = build_message(
         from_addr="digest@example.org",
         from_name="dïgest",
@@ -187,10 +200,10 @@ def test_html_is_ascii_with_character_references_and_goes_as_it_is(renderer: Ren
         unsubscribe_mailto="unsubscribe@example.org",
     )
     msg = email.message_from_bytes(data, policy=email.policy.default)
-    assert isinstance(msg, EmailMessage)
-    html_part = msg.get_body(preferencelist=("html",))
-    assert html_part is not None and html_part["Content-Transfer-Encoding"] == "7bit"
-    assert html_part.get_content().replace("\r\n", "\n") == out.html
+    assert isinstance(msg, EmailMessage) and not msg.defects
+    part = msg.get_body(preferencelist=("html",))
+    assert part is not None
+    return str(part["Content-Transfer-Encoding"]), part.get_content().replace("\r\n", "\n")
 
 
 def test_char_refs_leave_style_script_and_comments_alone() -> None:
