@@ -735,7 +735,6 @@ _Detail = tuple[tuple[Field, int, bool], ...]
 _IntArray = npt.NDArray[np.int64]
 _FloatArray = npt.NDArray[np.float64]
 _F32Array = npt.NDArray[np.float32]
-_Vectors = tuple[_FloatArray, _FloatArray, _FloatArray]
 _NO_POSITIONS: _IntArray = np.zeros(0, dtype=np.int64)
 _CONCEPT_BATCH = 256  # new concepts weighed together (a few (batch x papers) float arrays)
 
@@ -938,26 +937,6 @@ class Index:
             cached = self._free_cache[(unit, own)] = starts
         return cached
 
-    def _vectors(self, starts: _IntArray, *, first: bool = True) -> _Vectors:
-        """Per paper: occurrences in the title, in the abstract, and the first abstract
-        position (``inf`` where there is none, or when not asked for) of a phrase whose global
-        start positions (sorted) are given."""
-        n = self._n
-        first_at = np.full(n, np.inf)
-        if not len(starts):
-            return np.zeros(n), np.zeros(n), first_at
-        docs = starts >> _DOC_SHIFT
-        local = starts & _POSITION_MASK
-        in_abstract = local >= _ABSTRACT_BASE
-        title = np.bincount(docs[~in_abstract], minlength=n).astype(np.float64)
-        abstract_docs = docs[in_abstract]
-        abstract = np.bincount(abstract_docs, minlength=n).astype(np.float64)
-        if first and len(abstract_docs):
-            # sorted: a paper's first abstract start is the first of its run
-            lead = np.flatnonzero(np.diff(abstract_docs, prepend=-1))
-            first_at[abstract_docs[lead]] = local[in_abstract][lead] - _ABSTRACT_BASE
-        return title, abstract, first_at
-
     def _near(self, units: list[_IntArray], slop: int) -> tuple[_FloatArray, _FloatArray]:
         """Per paper, the (title, abstract) count of places where every unit occurs within a
         short window.
@@ -1005,7 +984,9 @@ class Index:
     def _field_counts(
         self, rows: list[_IntArray], *, first: bool = True
     ) -> tuple[_FloatArray, _FloatArray, _FloatArray]:
-        """``_vectors`` of many phrases at once, as (phrases x papers) arrays."""
+        """Per phrase (its global start positions, sorted) and paper: occurrences in the title,
+        in the abstract, and the first abstract position (``inf`` where there is none, or when
+        not asked for), as (phrases x papers) arrays."""
         k, n = len(rows), self._n
         lens = [len(starts) for starts in rows]
         starts = np.concatenate(rows) if rows else _NO_POSITIONS

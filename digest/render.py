@@ -523,8 +523,7 @@ class Renderer:
     def _html(self, name: str, values: Mapping[str, Any]) -> str:
         # In ASCII (char_refs), so that the mail can carry it as it is. The templates are in
         # ASCII from the start and snippets once made: most digests are ASCII already.
-        html = self._render(name, values)
-        return html if html.isascii() else char_refs(html)
+        return char_refs(self._render(name, values))
 
     def template_source(self, name: str = DIGEST_HTML) -> str:
         """The compiled source of a template, after inlining (for inspection and tests)."""
