@@ -5,6 +5,8 @@ from __future__ import annotations
 import dataclasses
 import logging
 import re
+import threading
+import time
 from concurrent.futures import ThreadPoolExecutor
 from datetime import UTC, datetime, timedelta
 from email import message_from_bytes, policy
@@ -14,6 +16,7 @@ from typing import Any, cast
 
 import pytest
 from conftest import FeedServer, RecordingHandler, Route
+from sqlalchemy import event
 from sqlmodel import Session, select
 
 from digest import outbox, subscribers
@@ -151,6 +154,48 @@ def test_a_paper_reaches_a_reader_once(seeded: Settings, smtp_server: Any) -> No
         keys = [k for d in session.exec(select(Delivery)).all() for k in d.paper_keys]
     assert len(keys) == len(set(keys)) == len(sent)
     assert len(parsed(handler)) == 3 and len(keys) == 9
+
+
+def test_a_connection_sends_at_most_record_window_messages_ahead_of_their_records(
+    seeded: Settings, smtp_server: Any
+) -> None:
+    # Records are held at the database (a trigger on sentpaper waits on a gate): each
+    # connection must stop after RECORD_WINDOW accepted messages, the crash window, and go
+    # on once they are written.
+    controller, handler = smtp_server
+    settings = relay(seeded, controller)
+    settings = dataclasses.replace(settings, smtp=dataclasses.replace(settings.smtp, connections=2))
+    readers = 2 * outbox.RECORD_WINDOW + 10
+    for i in range(readers):
+        subscribe(settings, f"r{i:02d}@example.org", "language models, training")
+    engine = make_engine(settings.database.url)
+    gate = threading.Event()
+
+    @event.listens_for(engine, "connect")
+    def _hold_records(dbapi_connection: Any, _record: Any) -> None:
+        dbapi_connection.create_function("hold", 0, lambda: gate.wait(30) and 0)
+        dbapi_connection.execute(
+            "CREATE TEMP TRIGGER hold_records BEFORE INSERT ON sentpaper BEGIN SELECT hold(); END"
+        )
+
+    engine.dispose()  # every connection from here on has the trigger
+    with ThreadPoolExecutor(1) as pool:
+        running = pool.submit(outbox.send, engine, settings, renderer=Renderer.create())
+        try:
+            expected = 2 * outbox.RECORD_WINDOW
+            deadline = time.monotonic() + 30
+            while len(handler.envelopes) < expected and time.monotonic() < deadline:
+                time.sleep(0.02)
+            time.sleep(0.5)  # time for any further message to arrive, were one sent
+            held = len(handler.envelopes)
+            statuses = {d.status for d in _deliveries(settings)}
+        finally:
+            gate.set()
+        report = running.result(timeout=60)
+    assert held == expected
+    assert "sent" not in statuses
+    assert report.sent == readers and len(handler.envelopes) == readers
+    assert {d.status for d in _deliveries(settings)} == {"sent"}
 
 
 def test_permanent_refusal_bounces_and_others_still_get_mail(
