@@ -7,6 +7,7 @@ Jinja renders). Rendering is pure: no clock, no database, no network.
 
 from __future__ import annotations
 
+import bisect
 import dataclasses
 import logging
 import re
@@ -200,11 +201,12 @@ def digest_subject(ctx: DigestContext) -> str:
 
 
 def _spans(
-    highlight: Iterable[tuple[int, int]], text: str, start: int, end: int
+    highlight: list[tuple[int, int]], text: str, start: int, end: int
 ) -> list[tuple[int, int]]:
-    """Clip the spans to [start, end), trim whitespace at their edges, merge overlaps."""
+    """Clip the spans (sorted) to [start, end), trim whitespace at their edges, merge overlaps."""
     clipped: list[tuple[int, int]] = []
-    for span in highlight:
+    # those starting at or past the end clip to nothing: skip them (most of a long abstract's)
+    for span in highlight[: bisect.bisect_left(highlight, (end,))]:
         s, e = max(int(span[0]), start), min(int(span[1]), end)
         while s < e and text[s].isspace():
             s += 1
@@ -240,7 +242,8 @@ def build_snippet(
     end = len(abstract)
     cut = end - start > limit
     lead = False
-    first = min((s for s, e in highlight if s >= start and e > s), default=None)
+    spans = sorted(highlight)
+    first = next((s for s, e in spans if s >= start and e > s), None)  # the least such start
     if cut and first is not None and first > start + limit * 2 // 3:
         # The first match lies past the cut: start at its sentence, so the reader sees why.
         back = abstract.rfind(". ", start, first)
@@ -259,10 +262,13 @@ def build_snippet(
             end -= 1
     pieces: list[str] = ["…"] if lead else []
     pos = start
-    for s, e in _spans(highlight, abstract, start, end):
-        pieces += [_clean_piece(abstract[pos:s]), "\0", _clean_piece(abstract[s:e]), "\1"]
+    shown = abstract[start:end]
+    # In a clean text (the common case) every piece is clean: none needs cleaning.
+    clean = str if shown.isprintable() and "  " not in shown else _clean_piece
+    for s, e in _spans(spans, abstract, start, end):
+        pieces += [clean(abstract[pos:s]), "\0", clean(abstract[s:e]), "\1"]
         pos = e
-    pieces.append(_clean_piece(abstract[pos:end]))
+    pieces.append(clean(abstract[pos:end]))
     if cut:
         pieces.append("…")
     marked = "".join(pieces)
@@ -359,20 +365,23 @@ def _wrap(text: str, *, indent: str = "", hanging: str = "") -> str:
     cost: textwrap was half the time of a whole digest.
     """
     lines: list[str] = []
-    prefix, rest = indent, text.strip()
-    while rest:
+    text = text.strip()
+    prefix, pos, size = indent, 0, len(text)
+    while pos < size:  # text[pos:] is what is left, with no space at either end
         room = TEXT_WIDTH - len(prefix)
-        if len(rest) <= room:
-            lines.append(prefix + rest)
+        if size - pos <= room:
+            lines.append(prefix + text[pos:])
             break
-        cut = rest.rfind(" ", 0, room + 1)
-        if cut <= 0:  # one word longer than the line (a URL): keep it whole
-            cut = rest.find(" ", room)
+        cut = text.rfind(" ", pos, pos + room + 1)
+        if cut < 0:  # one word longer than the line (a URL): keep it whole
+            cut = text.find(" ", pos + room)
             if cut < 0:
-                lines.append(prefix + rest)
+                lines.append(prefix + text[pos:])
                 break
-        lines.append(prefix + rest[:cut].rstrip(" "))
-        prefix, rest = hanging, rest[cut + 1 :].lstrip(" ")
+        lines.append(prefix + text[pos:cut].rstrip(" "))
+        prefix, pos = hanging, cut + 1
+        while pos < size and text[pos] == " ":
+            pos += 1
     return "\n".join(lines)
 
 
