@@ -1520,14 +1520,19 @@ def _csr_rows(rows: list[_IntArray], data: list[_FloatArray], width: int) -> Any
     return sparse.csr_array((values, indices, indptr), shape=(len(rows), width))
 
 
+# Groups per wanted paper when bounding a row's k-th best score (see _kth_bound): with five
+# times as many groups as papers wanted, two of the best share a group in few rows, and the
+# bound lets ~10% more candidates through to the sort than the exact k-th best.
+TOP_GROUPS_PER_K = 5
+
+
 def _top(scores: _F32Array, k: int, limits: _IntArray) -> tuple[_IntArray, _F32Array, _IntArray]:
     """Each row's k best columns and their scores, best first, ties to the smaller column, and
     how many of them to keep (positive and within the row's limit)."""
     m, n = scores.shape
-    # the k-th best score of each row (np.partition of values is ~2x faster than argpartition);
-    # every positive score at or above it is a candidate, ties at the boundary included
-    kth = np.partition(scores, n - k, axis=1)[:, n - k] if k < n else np.zeros(m, np.float32)
-    floor = np.maximum(kth, np.finfo(np.float32).tiny)
+    # Candidates: every positive score at or above a floor no higher than the row's k-th best
+    # (the sort below picks the best of them, so any such floor gives the same result).
+    floor = np.maximum(_kth_bound(scores, k), np.finfo(np.float32).tiny)
     flat = np.flatnonzero(scores >= floor[:, None])
     rows = flat // n
     values = scores.ravel()[flat]
@@ -1544,6 +1549,29 @@ def _top(scores: _F32Array, k: int, limits: _IntArray) -> tuple[_IntArray, _F32A
     best[rows, rank] = flat[keep] - rows * n
     best_values[rows, rank] = values[keep]
     return best, best_values, np.bincount(rows, minlength=m).astype(np.int64)
+
+
+def _kth_bound(scores: _F32Array, k: int) -> _F32Array:
+    """Per row, a value at most its k-th best score, and close to it.
+
+    The columns are dealt into groups (column j into group j mod g); the k-th best of the
+    groups' maxima is k different scores' least, so no higher than the k-th best score, and
+    equal to it unless two of the best k share a group. Finding it reads each score once
+    (elementwise maxima) and partitions g values a row, not n: 3 ms against 8.6 ms for
+    partitioning whole rows (2,048 x 1,000), which was over half of a chunk's top-k.
+    """
+    m, n = scores.shape
+    g = TOP_GROUPS_PER_K * k
+    if k >= n or n < 2 * g:  # too few columns for groups to save anything
+        return np.partition(scores, n - k, axis=1)[:, n - k] if k < n else np.zeros(m, np.float32)
+    groups = scores[:, :g].copy()
+    whole = n // g * g
+    for start in range(g, whole, g):
+        np.maximum(groups, scores[:, start : start + g], out=groups)
+    if whole < n:  # the last columns are groups of their own
+        groups = np.concatenate([groups, scores[:, whole:]], axis=1)
+    size = groups.shape[1]
+    return np.partition(groups, size - k, axis=1)[:, size - k]
 
 
 def rank(docs: Sequence[Doc], profiles: Sequence[Profile]) -> list[list[Ranked]]:

@@ -19,6 +19,7 @@ from digest.ranking import (
     Ranked,
     RankedList,
     _index_tokens,
+    _kth_bound,
     _scan,
     _top,
     highlight_spans,
@@ -473,18 +474,37 @@ def test_ranked_lists_are_lazy_read_only_sequences() -> None:
     assert "Ranked(" in repr(ranked)
 
 
-def test_top_k_equals_a_plain_sort() -> None:
+@pytest.mark.parametrize(
+    ("papers", "k", "values"),
+    [
+        (40, 10, 6),  # few columns: each row partitioned whole
+        (1037, 10, 6),  # column groups, 37 columns left over, many ties
+        (1000, 20, 1000),  # column groups, few ties: the bound is often the k-th best itself
+        (503, 3, 3),  # column groups, nearly every score tied
+    ],
+)
+def test_top_k_equals_a_plain_sort(papers: int, k: int, values: int) -> None:
     rng = np.random.default_rng(3)
-    # few distinct values: many ties, inside and at the edge of the top k
-    scores = rng.integers(0, 6, size=(200, 40)).astype(np.float32) / 2
-    limits = rng.integers(0, 12, size=200)
-    best, values, counts = _top(scores.copy(), 10, limits)
+    # few distinct values: many ties, inside and at the edge of the top k; a third are zero
+    scores = rng.integers(0, values, size=(200, papers)).astype(np.float32) / 2
+    scores[rng.random(scores.shape) < 0.3] = 0
+    limits = rng.integers(0, k + 2, size=200)
+    best, values_, counts = _top(scores.copy(), k, limits)
     for row in range(200):
         expected = sorted(
-            (c for c in range(40) if scores[row, c] > 0), key=lambda c: (-scores[row, c], c)
-        )[: min(limits[row], 10)]
+            (c for c in range(papers) if scores[row, c] > 0), key=lambda c: (-scores[row, c], c)
+        )[: min(limits[row], k)]
         assert best[row, : counts[row]].tolist() == expected
-        assert values[row, : counts[row]].tolist() == [scores[row, c] for c in expected]
+        assert values_[row, : counts[row]].tolist() == [scores[row, c] for c in expected]
+
+
+def test_kth_bound_is_at_most_the_kth_best_and_often_it() -> None:
+    rng = np.random.default_rng(5)
+    scores = rng.exponential(size=(500, 1000)).astype(np.float32)
+    kth = np.sort(scores, axis=1)[:, -20]
+    bound = _kth_bound(scores, 20)
+    assert (bound <= kth).all()
+    assert (bound == kth).mean() > 0.1
 
 
 def test_chunks_and_threads_do_not_change_results(shared: Path) -> None:
