@@ -1156,7 +1156,7 @@ class Index:
             seen_rows = seen_cols = np.zeros(0, dtype=np.int64)
             if any(seen_lens):
                 get = self._key_index.get
-                cols = [get(key, -1) for key in itertools.chain.from_iterable(seen)]
+                cols = list(map(get, itertools.chain.from_iterable(seen), itertools.repeat(-1)))
                 seen_rows = np.repeat(np.arange(m, dtype=np.int64), seen_lens)
                 seen_cols = np.array(cols, dtype=np.int64)
                 known = seen_cols >= 0
@@ -1200,7 +1200,7 @@ class Index:
         order), with one dict lookup per keyword and the rest done on arrays.
         """
         lists: list[tuple[str, ...]] = keyword_lists
-        if not all(type(kws) is tuple for kws in lists) or max(map(len, lists)) > MAX_KEYWORDS:
+        if set(map(type, lists)) != {tuple} or max(map(len, lists)) > MAX_KEYWORDS:
             lists = [tuple(itertools.islice(kws, MAX_KEYWORDS)) for kws in lists]
         lens = list(map(len, lists))
         keywords = list(itertools.chain.from_iterable(lists))
