@@ -20,6 +20,7 @@ from digest.ranking import (
     RankedList,
     _index_tokens,
     _kth_bound,
+    _Positions,
     _scan,
     _top,
     highlight_spans,
@@ -558,4 +559,12 @@ def test_the_index_tokenises_as_the_highlighter_does(text: str) -> None:
     # The index's fast loop and the generator behind highlighting must give one tokenisation.
     for base in (0, 1 << 20):
         tokens, words = _scan(text, base)
-        assert _index_tokens(text, base) == ([t[:3] for t in tokens], words)
+        into = _Positions()
+        into.terms.append("earlier")  # a token already there stays first
+        into.starts.append(7)
+        into.ends.append(7)
+        assert _index_tokens(text, base, into) == words
+        assert list(zip(into.terms, into.starts, into.ends, strict=True)) == [
+            ("earlier", 7, 7),
+            *[t[:3] for t in tokens],
+        ]
