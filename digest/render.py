@@ -231,9 +231,11 @@ def build_snippet(
     text).
 
     The HTML is built from the original text: its pieces are joined with a control character
-    where a mark goes (feed text has none left), escaped, and only then are those made marks:
-    never marked-then-escaped, never marks laid over escaped text (the spans count characters
-    of the original). The text version marks the same spans like *this*.
+    where a mark or an ellipsis goes (feed text has none left), escaped, and only then are
+    those made marks: never marked-then-escaped, never marks laid over escaped text (the spans
+    count characters of the original). The text version marks the same spans like *this*, and
+    its ellipses are "...": a plain part in ASCII goes as it is (7bit), where one "…" made
+    it quoted-printable, which cost more than the rest of the message (614 against 174 us).
     """
     found = _NON_SPACE.search(abstract)
     if found is None:
@@ -260,7 +262,7 @@ def build_snippet(
         end = start + (space if space >= limit // 2 else limit)
         while end > start and abstract[end - 1].isspace():
             end -= 1
-    pieces: list[str] = ["…"] if lead else []
+    pieces: list[str] = ["\2"] if lead else []
     pos = start
     shown = abstract[start:end]
     # In a clean text (the common case) every piece is clean: none needs cleaning.
@@ -270,13 +272,13 @@ def build_snippet(
         pos = e
     pieces.append(clean(abstract[pos:end]))
     if cut:
-        pieces.append("…")
+        pieces.append("\2")
     marked = "".join(pieces)
     html = str(escape(marked))
     if not html.isascii():
         html = _refs(html)
-    html = html.replace("\0", MARK_OPEN).replace("\1", MARK_CLOSE)
-    text = marked.replace("\0", "*").replace("\1", "*").strip()
+    html = html.replace("\0", MARK_OPEN).replace("\1", MARK_CLOSE).replace("\2", "&#8230;")
+    text = marked.replace("\0", "*").replace("\1", "*").replace("\2", "...").strip()
     # All the feed text went through escape() above; the marks are our constants.
     return Markup(html), text
 

@@ -184,8 +184,21 @@ def test_html_with_lines_too_long_to_go_as_they_are_is_encoded(renderer: Rendere
     assert _mailed_html(out) == ("quoted-printable", out.html)
 
 
-def _mailed_html(out: Rendered) -> tuple[str, str]:
-    """The HTML part of ``out`` as mailed: its transfer encoding and its text parsed back."""
+def test_a_digest_of_ascii_papers_goes_as_it_is_in_both_parts(renderer: Renderer) -> None:
+    # as the ranker explains a match (ASCII quotes), with abstracts long enough to be cut
+    papers = tuple(
+        _item(n, abstract=ABSTRACT * 6, reason='matched "diffusion" in the title') for n in (1, 2)
+    )
+    out = renderer.render_digest(_ctx(items=papers))
+    assert "...\n" in out.text and out.text.isascii()
+    assert "&#8230;</p>" in out.html.replace("\n", "")
+    assert _mailed_html(out, "plain") == ("7bit", out.text)
+    assert _mailed_html(out) == ("7bit", out.html)
+
+
+def _mailed_html(out: Rendered, kind: str = "html") -> tuple[str, str]:
+    """A part of ``out`` as mailed (the HTML by default): its transfer encoding and its text
+    parsed back."""
     data = build_message(
         from_addr="digest@example.org",
         from_name="dïgest",
@@ -201,7 +214,7 @@ def _mailed_html(out: Rendered) -> tuple[str, str]:
     )
     msg = email.message_from_bytes(data, policy=email.policy.default)
     assert isinstance(msg, EmailMessage) and not msg.defects
-    part = msg.get_body(preferencelist=("html",))
+    part = msg.get_body(preferencelist=(kind,))
     assert part is not None
     return str(part["Content-Transfer-Encoding"]), part.get_content().replace("\r\n", "\n")
 
@@ -299,9 +312,9 @@ def test_huge_abstract_gives_a_bounded_snippet(renderer: Renderer) -> None:
     spans = tuple((i, i + 7) for i in range(0, 1 << 20, 8))
     item = _item(1, abstract=huge, highlight=spans)
     html, plain = build_snippet(huge, spans, limit=420)
-    assert len(plain.replace("*", "")) <= 421  # the limit, plus the ellipsis
-    assert plain.endswith("…")
-    assert not plain.endswith(" …")
+    assert len(plain.replace("*", "")) <= 423  # the limit, plus the ellipsis
+    assert plain.endswith("...")
+    assert not plain.endswith(" ...")
     out = renderer.render_digest(_ctx(items=(item,)))
     assert len(out.html) < 40_000
     assert len(out.text) < 5_000
@@ -443,7 +456,7 @@ def test_snippet_starts_at_the_sentence_of_a_late_match() -> None:
     )
     at = abstract.index("quantization")
     html, text = build_snippet(abstract, [(at, at + len("quantization"))], limit=200)
-    assert text.startswith("…Here we study *quantization*")
+    assert text.startswith("...Here we study *quantization*")
     assert "<mark" in html and len(text) <= 205
     # An early match keeps the snippet at the start of the abstract.
     early = "We study quantization. " + "Filler words go on. " * 40
