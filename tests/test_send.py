@@ -389,3 +389,49 @@ def test_a_composing_process_that_dies_loses_nothing_and_sends_nothing_twice(
     assert report.sent == 6
     everyone = [str(m["To"]) for m in parsed(handler)]
     assert sorted(everyone) == sorted(f"reader{i}@example.org" for i in range(10))
+
+
+# The composing process's program, made to fail after three messages of its second chunk.
+_FAILING_CHILD = """
+import sys
+from digest import outbox
+chunks = []
+real = outbox._compose_chunk
+def compose_chunk(*args, **kwargs):
+    chunks.append(1)
+    for n, job in enumerate(real(*args, **kwargs)):
+        if len(chunks) == 2 and n == 3:
+            raise RuntimeError("boom")
+        yield job
+outbox._compose_chunk = compose_chunk
+outbox._compose_main(int(sys.argv[1]))
+"""
+
+
+def test_a_chunk_that_fails_to_compose_sends_what_was_composed_and_keeps_the_rest(
+    settings: Settings,
+    tmp_path: Path,
+    shared: Path,
+    smtp_server: Any,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    controller, handler = smtp_server
+    monkeypatch.setattr(outbox, "CHUNK", 4)
+    monkeypatch.setattr(outbox, "_COMPOSE_CHILD", _FAILING_CHILD)
+    base = dataclasses.replace(
+        settings,
+        database=dataclasses.replace(settings.database, url=f"sqlite:///{tmp_path}/run.db"),
+        delivery=dataclasses.replace(settings.delivery, compose_process_from=1),
+    )
+    engine = make_engine(base.database.url)
+    ingest(engine, base, [SourceSpec(name="a", location=str(shared / "seeds/daily-papers-a.txt"))])
+    for i in range(10):
+        subscribe(base, f"reader{i}@example.org", "diffusion models, agents, quantization")
+    at = datetime(2026, 11, 22, 8, 0, tzinfo=UTC)
+    with pytest.raises(DigestError, match=r"composing a chunk failed: RuntimeError: boom"):
+        outbox.send(engine, relay(base, controller), renderer=Renderer.create(), now=at)
+    # the first chunk and the three messages composed of the second
+    assert len(parsed(handler)) == 7
+    with Session(engine) as session:
+        statuses = sorted(d.status for d in session.exec(select(Delivery)).all())
+    assert statuses == ["sending"] * 3 + ["sent"] * 7
