@@ -268,6 +268,8 @@ class _QpLines:
         for line, piece in zip(new + alone, pieces, strict=True):
             if line.startswith(b"From "):
                 piece = b"=46" + piece[3:]
+            if b"\nFrom " in piece and b"\0" not in line:  # a soft break fell before "From "
+                piece = _qp_every_from(line)
             lines[line] = piece.replace(b"\n", CRLF)
             self.size += len(line) + len(piece) + 100
         return CRLF.join(map(lines.__getitem__, parts))
@@ -281,6 +283,15 @@ def _qp(lines: list[bytes]) -> bytes:
     if data.startswith(b"From ") or b"\nFrom " in data:
         data = b"\n".join(b"\0" + line[1:] if line.startswith(b"From ") else line for line in lines)
     return binascii.b2a_qp(data, quotetabs=False, istext=True, header=False)
+
+
+def _qp_every_from(line: bytes) -> bytes:
+    """One line (with no NUL) quoted-printable encoded with the F of every ``From `` as
+    ``=46``, so that no line of it starts ``From `` wherever b2a_qp's soft breaks (at 76
+    characters) fall. Each F is encoded as a NUL first, which takes the same three characters
+    (see _qp)."""
+    data = line.replace(b"From ", b"\0rom ")
+    return binascii.b2a_qp(data, quotetabs=False, istext=True, header=False).replace(b"=00", b"=46")
 
 
 def _soft_joined(pieces: list[bytes]) -> list[bytes]:

@@ -285,6 +285,8 @@ def test_ascii_with_lines_up_to_998_octets_goes_as_it_is() -> None:
         "x" * 74 + " ",  # b2a_qp makes 77 characters of it when a line end follows
         "y" * 75 + "\t",
         "=" * 30 + " end \t",
+        "é " + "x" * 68 + "From here on",  # b2a_qp's soft break falls just before "From "
+        "é " + "x" * 68 + "From a From " + "y" * 60 + "From b",
     ],
 )
 def test_quoted_printable_lines_stay_within_76_characters(line: str) -> None:
