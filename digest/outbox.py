@@ -5,8 +5,7 @@ lease, so a crashed sender's work is taken up again; each result is committed ri
 SMTP server has answered (sent messages by one recorder thread, several per transaction, while
 the connection goes on with at most RECORD_WINDOW messages unrecorded), so a rerun resumes and
 sends nothing twice bar the messages in flight at a crash: at most RECORD_WINDOW per
-connection. Render and
-send stream: at most a bounded queue of messages is in memory.
+connection. Render and send stream: at most a bounded queue of messages is in memory.
 """
 
 from __future__ import annotations
