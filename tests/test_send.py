@@ -329,6 +329,23 @@ def test_a_composing_process_sends_what_one_process_sends(
     assert two_sent == one_sent and len(two_sent) > 9
 
 
+def _ten_readers_composed_elsewhere(
+    settings: Settings, tmp_path: Path, shared: Path, monkeypatch: pytest.MonkeyPatch
+) -> tuple[Settings, Any]:
+    """Settings and engine for ten readers, sent in chunks of four by a composing process."""
+    monkeypatch.setattr(outbox, "CHUNK", 4)
+    base = dataclasses.replace(
+        settings,
+        database=dataclasses.replace(settings.database, url=f"sqlite:///{tmp_path}/run.db"),
+        delivery=dataclasses.replace(settings.delivery, compose_process_from=1),
+    )
+    engine = make_engine(base.database.url)
+    ingest(engine, base, [SourceSpec(name="a", location=str(shared / "seeds/daily-papers-a.txt"))])
+    for i in range(10):
+        subscribe(base, f"reader{i}@example.org", "diffusion models, agents, quantization")
+    return base, engine
+
+
 # The composing process's program, made to die when it is given its second chunk.
 _DYING_CHILD = """
 import os, sys
@@ -354,18 +371,9 @@ def test_a_composing_process_that_dies_loses_nothing_and_sends_nothing_twice(
 ) -> None:
     """The run stops with a clear error; what the process held goes out once its lease ends."""
     controller, handler = smtp_server
-    monkeypatch.setattr(outbox, "CHUNK", 4)
     program = outbox._COMPOSE_CHILD
+    base, engine = _ten_readers_composed_elsewhere(settings, tmp_path, shared, monkeypatch)
     monkeypatch.setattr(outbox, "_COMPOSE_CHILD", _DYING_CHILD)
-    base = dataclasses.replace(
-        settings,
-        database=dataclasses.replace(settings.database, url=f"sqlite:///{tmp_path}/run.db"),
-        delivery=dataclasses.replace(settings.delivery, compose_process_from=1),
-    )
-    engine = make_engine(base.database.url)
-    ingest(engine, base, [SourceSpec(name="a", location=str(shared / "seeds/daily-papers-a.txt"))])
-    for i in range(10):
-        subscribe(base, f"reader{i}@example.org", "diffusion models, agents, quantization")
     at = datetime(2026, 11, 22, 8, 0, tzinfo=UTC)
     with pytest.raises(DigestError, match=r"composing process ended unexpectedly \(exit code 3\)"):
         outbox.send(engine, relay(base, controller), renderer=Renderer.create(), now=at)
@@ -416,17 +424,8 @@ def test_a_chunk_that_fails_to_compose_sends_what_was_composed_and_keeps_the_res
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:
     controller, handler = smtp_server
-    monkeypatch.setattr(outbox, "CHUNK", 4)
+    base, engine = _ten_readers_composed_elsewhere(settings, tmp_path, shared, monkeypatch)
     monkeypatch.setattr(outbox, "_COMPOSE_CHILD", _FAILING_CHILD)
-    base = dataclasses.replace(
-        settings,
-        database=dataclasses.replace(settings.database, url=f"sqlite:///{tmp_path}/run.db"),
-        delivery=dataclasses.replace(settings.delivery, compose_process_from=1),
-    )
-    engine = make_engine(base.database.url)
-    ingest(engine, base, [SourceSpec(name="a", location=str(shared / "seeds/daily-papers-a.txt"))])
-    for i in range(10):
-        subscribe(base, f"reader{i}@example.org", "diffusion models, agents, quantization")
     at = datetime(2026, 11, 22, 8, 0, tzinfo=UTC)
     with pytest.raises(DigestError, match=r"composing a chunk failed: RuntimeError: boom"):
         outbox.send(engine, relay(base, controller), renderer=Renderer.create(), now=at)
