@@ -3,10 +3,12 @@
 from __future__ import annotations
 
 import functools
+import hmac
+import time
 from typing import Any, Literal
 
 from itsdangerous import BadSignature, Serializer, SignatureExpired, URLSafeTimedSerializer
-from itsdangerous.encoding import base64_encode
+from itsdangerous.encoding import base64_encode, int_to_bytes
 
 from digest.errors import DigestError
 
@@ -43,11 +45,30 @@ def _serializer(secret: str, purpose: Purpose) -> URLSafeTimedSerializer:
     return _Serializer(secret, salt=f"digest.{purpose}")
 
 
+@functools.lru_cache(maxsize=16)
+def _signing_key(secret: str, purpose: Purpose) -> bytes:
+    serializer = _serializer(secret, purpose)
+    return serializer.make_signer(serializer.salt).derive_key()
+
+
 def make_token(secret: str, purpose: Purpose, *, subscriber_id: int, version: int) -> str:
-    """A URL-safe signed token for one subscriber and purpose."""
+    """A URL-safe signed token for one subscriber and purpose.
+
+    The token ``_serializer(secret, purpose).dumps([subscriber_id, version])`` makes, byte for
+    byte (a test holds them equal), built here from its parts: the compact JSON payload, the
+    timestamp and the HMAC-SHA1 of both under the serializer's derived key, each in URL-safe
+    base64 and joined by ".". itsdangerous takes ~33 us a token, mostly in Python layers
+    around one HMAC; a digest carries three.
+    """
     if not secret:
         raise ValueError("no signing secret")
-    return str(_serializer(secret, purpose).dumps([subscriber_id, version]))
+    value = (
+        base64_encode(b"[%d,%d]" % (int(subscriber_id), int(version)))
+        + b"."
+        + base64_encode(int_to_bytes(int(time.time())))
+    )
+    signature = base64_encode(hmac.digest(_signing_key(secret, purpose), value, "sha1"))
+    return (value + b"." + signature).decode("ascii")
 
 
 def read_token(secret: str, purpose: Purpose, token: str) -> tuple[int, int]:
