@@ -205,17 +205,45 @@ def claim(
     engine: Engine, settings: Settings, *, owner: str, now: datetime, limit: int | None = None
 ) -> list[Delivery]:
     """Take up to ``limit`` (default CHUNK) due deliveries under a lease held by ``owner``."""
-    limit = limit or CHUNK
+    ids = _lease(engine, settings, owner=owner, now=now, limit=limit)
+    if not ids:
+        return []
+    with Session(engine) as session:
+        query = select(Delivery).where(*_taken(ids, owner)).order_by(col(Delivery.id))
+        return list(session.exec(query).all())
+
+
+def claim_ids(
+    engine: Engine, settings: Settings, *, owner: str, now: datetime, limit: int | None = None
+) -> list[int]:
+    """:func:`claim`, giving the ids of the deliveries taken rather than loading them.
+
+    A sending process with a composing process hands on ids only; loading the rows as objects
+    (which the composing process does again) was half of a claim's ~0.1 ms a delivery.
+    """
+    ids = _lease(engine, settings, owner=owner, now=now, limit=limit)
+    if not ids:
+        return []
+    with Session(engine) as session:
+        found = select(Delivery.id).where(*_taken(ids, owner)).order_by(col(Delivery.id))
+        return [i for i in session.exec(found).all() if i is not None]
+
+
+def _lease(
+    engine: Engine, settings: Settings, *, owner: str, now: datetime, limit: int | None
+) -> list[int]:
+    """Lease up to ``limit`` due deliveries to ``owner``: the ids tried, in order (another
+    worker may have taken some of them first: see _taken)."""
     with Session(engine) as session:
         query = (
             select(Delivery.id)
             .where(_due(now, settings, owner=owner))
             .order_by(col(Delivery.id))
-            .limit(limit)
+            .limit(limit or CHUNK)
         )
         if engine.dialect.name == "postgresql":
             query = query.with_for_update(skip_locked=True)
-        ids = list(session.exec(query).all())
+        ids = [i for i in session.exec(query).all() if i is not None]
         if not ids:
             return []
         lease = now + timedelta(seconds=settings.delivery.lease_seconds)
@@ -225,17 +253,16 @@ def claim(
             .values(status="sending", lease_owner=owner, lease_until=lease)
         )
         session.commit()
-        return list(
-            session.exec(
-                select(Delivery)
-                .where(
-                    col(Delivery.id).in_(ids),
-                    Delivery.lease_owner == owner,
-                    Delivery.status == "sending",
-                )
-                .order_by(col(Delivery.id))
-            ).all()
-        )
+        return ids
+
+
+def _taken(ids: Sequence[int], owner: str) -> tuple[Any, ...]:
+    """The conditions that select, of ``ids``, the deliveries ``owner`` holds."""
+    return (
+        col(Delivery.id).in_(ids),
+        Delivery.lease_owner == owner,
+        Delivery.status == "sending",
+    )
 
 
 def edition_papers(engine: Engine, settings: Settings, edition: Edition) -> list[Paper]:
@@ -541,9 +568,9 @@ class _ComposeProcess:
         )
         log.info("event=compose-process pid=%s", self.process.pid)
 
-    def submit(self, deliveries: Sequence[Delivery], now: datetime) -> None:
+    def submit(self, ids: Sequence[int], now: datetime) -> None:
         try:
-            self.conn.send(([d.id for d in deliveries], now))
+            self.conn.send((list(ids), now))
         except OSError as e:  # BrokenPipeError: it has gone
             raise self._ended() from e
 
@@ -905,8 +932,8 @@ def deliver(
             submitted = False  # a chunk is with the composer, its messages not yet read
             while not abort.is_set() and not (stop and stop.is_set()):
                 now = clock()
-                deliveries = claim(engine, settings, owner=owner, now=now)
                 if composer is None:
+                    deliveries = claim(engine, settings, owner=owner, now=now)
                     if not deliveries:
                         break
                     feed(
@@ -915,12 +942,13 @@ def deliver(
                         )
                     )
                     continue
-                if deliveries:
-                    composer.submit(deliveries, now)  # composed while the previous chunk is sent
+                ids = claim_ids(engine, settings, owner=owner, now=now)
+                if ids:
+                    composer.submit(ids, now)  # composed while the previous chunk is sent
                 if submitted:
                     feed(composer.results(report))
-                submitted = bool(deliveries)
-                if not deliveries:
+                submitted = bool(ids)
+                if not ids:
                     break
             if composer is not None and submitted:
                 feed(composer.results(report))  # stopped: released, not sent

@@ -101,20 +101,26 @@ def test_four_workers_send_each_digest_exactly_once(
         conn.execute(insert(table_of(Subscriber)), rows)
     assert outbox.plan(engine, settings, now=now) == READERS
 
-    config = tmp_path / "worker.toml"
-    config.write_text(
-        f'[database]\nurl = "{pg_url}"\n'
-        f'[smtp]\nhost = "127.0.0.1"\nport = {controller.port}\nsecurity = "none"\nconnections = 2\n'
-    )
+    # half the workers compose in a second process (claiming ids only), half in their own
+    configs = []
+    for i in range(WORKERS):
+        config = tmp_path / f"worker{i}.toml"
+        config.write_text(
+            f'[database]\nurl = "{pg_url}"\n'
+            f'[smtp]\nhost = "127.0.0.1"\nport = {controller.port}\nsecurity = "none"\n'
+            "connections = 2\n"
+            f"[delivery]\ncompose_process_from = {1 if i % 2 else 0}\n"
+        )
+        configs.append(config)
     env = {**os.environ, "DIGEST_SECRET_KEY": settings.secret_key}
     digest = str(Path(sys.executable).parent / "digest")
     logs = [tmp_path / f"worker{i}.log" for i in range(WORKERS)]
     procs = []
-    for log in logs:
+    for config, log in zip(configs, logs, strict=True):
         with log.open("wb") as out:
             procs.append(
                 subprocess.Popen(
-                    [digest, "--config", str(config), "worker", "--once"],
+                    [digest, "-v", "--config", str(config), "worker", "--once"],
                     cwd=tmp_path,
                     env=env,
                     stdout=out,
@@ -134,5 +140,7 @@ def test_four_workers_send_each_digest_exactly_once(
     assert set(statuses) <= {"sent", "skipped"} and statuses["sent"] > READERS // 2
     assert len(received) == statuses["sent"]
     assert set(received.values()) == {1}, "every subscriber gets exactly one digest"
+    texts = [log.read_text() for log in logs]
+    assert ["event=compose-process" in text for text in texts] == [i % 2 == 1 for i in range(4)]
     sent_by = [int(m[1]) for line in per_worker if (m := re.search(r"(\d+) sent", line))]
     assert sum(sent_by) == statuses["sent"] and sum(n > 0 for n in sent_by) >= 2, per_worker
