@@ -104,7 +104,11 @@ def insert_ignore_rows(
     )
     converters: list[tuple[int, Any, dict[Any, Any]]] = []
     for i, name in enumerate(columns):
-        process = table.c[name].type.bind_processor(dialect)
+        # the dialect's form of the type, as SQLAlchemy's own statements use it: on SQLite a
+        # datetime becomes SQLAlchemy's text, where the generic type's processor left it to the
+        # driver's default adapter (per row; deprecated since Python 3.12; no fraction when
+        # the microseconds are 0, unlike the text SQLAlchemy writes and compares against)
+        process = table.c[name].type.dialect_impl(dialect).bind_processor(dialect)
         if process is not None:
             converters.append((i, process, {}))
     if converters:
