@@ -652,12 +652,15 @@ def _record_sent(engine: Engine, sent: Sequence[tuple[_Job, datetime]], report: 
 # written, and waits for the oldest before the next message's data: at a crash, no more than
 # that many messages per connection are sent but not recorded (and sent again by the next run).
 RECORD_WINDOW = 8
-# The recorder gathers what arrives within RECORD_GATHER seconds of a first record (at most
-# RECORD_BATCH) and writes it in one transaction: writing one record per transaction (a sender
-# waiting for each before its next message) cost a 15,000-reader run_scale.py 0.45 ms more CPU
-# a message (4.8 against 4.3 ms, twice each, alternating) and 8-11% of its messages/s.
-RECORD_GATHER = 0.01
-RECORD_BATCH = 64
+# The recorder gathers what arrives within RECORD_GATHER seconds of a first record, or until it
+# holds every record the senders can have outstanding (RECORD_WINDOW each: then none can send
+# more until these are written), and writes it in one transaction. Writing one record per
+# transaction (a sender waiting for each before its next message) cost a 15,000-reader
+# run_scale.py 0.45 ms more CPU a message (4.8 against 4.3 ms, twice each, alternating) and
+# 8-11% of its messages/s. Gathering for 30 ms rather than 10 (~9 records a transaction
+# rather than ~3 at 300 messages/s) took the recorder from 0.47-0.56 to 0.33-0.40 ms of CPU a
+# message, at the same messages/s (three pairs, alternating).
+RECORD_GATHER = 0.03
 
 # The GIL switch interval while sending (seconds): see deliver.
 SEND_SWITCH_INTERVAL = 0.0002
@@ -688,7 +691,8 @@ class _Recorder:
 
     Senders hand over each accepted message and go on with the next ones while the record is
     written: the database leaves the SMTP path. The recorder gathers the records that arrive
-    within ``RECORD_GATHER`` of the first and writes them in one transaction (group commit):
+    within ``RECORD_GATHER`` of the first, or until every sender waits on it (``batch``), and
+    writes them in one transaction (group commit):
     a transaction per message cost ~1 ms of CPU a message in a 2-connection run, and its
     records rarely came together by chance, since each sender waited for its last one. The
     crash window is bounded: a sender has at most ``RECORD_WINDOW`` messages unrecorded (it
@@ -701,8 +705,12 @@ class _Recorder:
         report: SendReport,
         progress: Callable[[int], None] | None,
         progress_lock: threading.Lock,
+        *,
+        senders: int,
     ) -> None:
         self.engine, self.report = engine, report
+        # every record the senders can have outstanding: once all are here, none can send on
+        self.batch = max(senders, 1) * RECORD_WINDOW
         self.progress, self.progress_lock = progress, progress_lock
         self._queue: queue.SimpleQueue[tuple[_Job, datetime, threading.Event] | None] = (
             queue.SimpleQueue()
@@ -729,7 +737,7 @@ class _Recorder:
                 break
             batch = [first]
             until = time.monotonic() + RECORD_GATHER
-            while len(batch) < RECORD_BATCH:
+            while len(batch) < self.batch:
                 try:
                     item = self._queue.get(timeout=max(until - time.monotonic(), 0))
                 except queue.Empty:
@@ -847,7 +855,7 @@ def deliver(
     abort = threading.Event()
     done_lock = threading.Lock()
 
-    recorder = _Recorder(engine, report, progress, done_lock)
+    recorder = _Recorder(engine, report, progress, done_lock, senders=settings.smtp.connections)
 
     def sender() -> None:
         failures = 0

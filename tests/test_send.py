@@ -218,6 +218,32 @@ def test_a_connection_sends_at_most_record_window_messages_ahead_of_their_record
     assert {d.status for d in _deliveries(settings)} == {"sent"}
 
 
+def test_the_recorder_writes_as_soon_as_every_connection_waits_on_it(
+    seeded: Settings, smtp_server: Any, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # With a gathering time far longer than the test, records are written only when the
+    # batch holds every record the connections can have outstanding (then none can send on),
+    # and at the end: batches of 2 x RECORD_WINDOW, then the rest.
+    monkeypatch.setattr(outbox, "RECORD_GATHER", 300.0)
+    controller, handler = smtp_server
+    settings = relay(seeded, controller)
+    settings = dataclasses.replace(settings, smtp=dataclasses.replace(settings.smtp, connections=2))
+    full = 2 * outbox.RECORD_WINDOW
+    readers = 2 * full + outbox.RECORD_WINDOW
+    for i in range(readers):
+        subscribe(settings, f"r{i:02d}@example.org", "language models, training")
+    engine = make_engine(settings.database.url)
+    batches: list[int] = []
+    with ThreadPoolExecutor(1) as pool:
+        running = pool.submit(
+            outbox.send, engine, settings, renderer=Renderer.create(), progress=batches.append
+        )
+        report = running.result(timeout=120)  # were it waiting out the 300 s, this fails
+    assert report.sent == readers and len(handler.envelopes) == readers
+    assert batches == [full, full, outbox.RECORD_WINDOW]
+    assert {d.status for d in _deliveries(settings)} == {"sent"}
+
+
 def test_permanent_refusal_bounces_and_others_still_get_mail(
     seeded: Settings, smtp_server: Any
 ) -> None:
