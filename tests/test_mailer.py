@@ -6,11 +6,15 @@ import binascii
 import dataclasses
 import email
 import email.policy
+import random
+import smtplib
 import socket
 import threading
+import xml.etree.ElementTree as ET
 from collections.abc import Iterator
 from datetime import UTC, datetime, timedelta, timezone
 from email.message import EmailMessage
+from pathlib import Path
 from typing import Any
 
 import pytest
@@ -23,6 +27,7 @@ from digest.mailer import (
     build_message,
     build_message_reference,
     encode_body,
+    envelope_address,
     new_message_id,
 )
 
@@ -407,6 +412,38 @@ def test_fifty_messages_share_one_connection(server: Server) -> None:
         assert rcpts == [kw["to_addr"]]
         assert content == data  # intact, byte for byte (dot-stuffing undone by the server)
         _check_message(content, kw)
+
+
+def test_envelope_addresses_are_what_smtplib_makes_of_them(shared: Path) -> None:
+    # envelope_address skips parsing plain addresses; for every address it gives what
+    # smtplib.quoteaddr (which smtp.mail and smtp.rcpt use) gives
+    rng = random.Random(5)
+    atext = "abcXYZ0189!#$%&'*+/=?^_`{|}~-"
+
+    def dot_atom() -> str:
+        return ".".join(
+            "".join(rng.choice(atext) for _ in range(rng.randint(1, 5)))
+            for _ in range(rng.randint(1, 3))
+        )
+
+    tests = ET.parse(shared / "fixtures/email_addresses/isemail_tests.xml").getroot()
+    isemail = [t.findtext("address") or "" for t in tests.iter("test")]
+    odd = ['"odd person"@example.com', "Ada <ada@example.org>", "a@b@c", "é@example.org", ""]
+    addresses = [f"{dot_atom()}@{dot_atom()}" for _ in range(3000)] + isemail + odd
+    assert len(isemail) > 150
+    for address in addresses:
+        assert envelope_address(address) == smtplib.quoteaddr(address), address
+
+
+def test_envelope_addresses_reach_the_server_as_written(server: Server) -> None:
+    with _transport(server) as transport:
+        for to_addr in ("o'brien+digest@example.com", '"odd person"@example.com'):
+            data = build_message(**_kwargs(to_addr="reader@example.com"))
+            transport.send("bounce+x=y@example.org", to_addr, data)
+    assert [(m[1], m[2]) for m in server.handler.messages] == [
+        ("bounce+x=y@example.org", ["o'brien+digest@example.com"]),
+        ("bounce+x=y@example.org", ['"odd person"@example.com']),
+    ]
 
 
 def test_recipient_refused_550_is_permanent_and_connection_survives(server: Server) -> None:
