@@ -1129,13 +1129,16 @@ class Index:
                 [docs for docs, _ in self._w_rows], [w for _, w in self._w_rows], self._n
             )
             self._wt = wt
-            self._xt = _csr_rows(self._x_rows, [np.ones(len(x)) for x in self._x_rows], self._n)
+            self._xt = _csr_rows(self._x_rows, None, self._n)
             rows = np.repeat(np.arange(n_rows, dtype=np.int64), np.diff(wt.indptr))
             self._nonzero = rows * self._n + wt.indices
             self._fields = np.concatenate(self._details) if self._details else self._fields
-            self._dense = (
-                wt.toarray().astype(np.float32) if n_rows * self._n <= _DENSE_CELLS else None
-            )
+            self._dense = None
+            if n_rows * self._n <= _DENSE_CELLS:
+                # filled in place: each (concept, paper) is in wt once (toarray went through a
+                # float64 copy of the whole block, two thirds of the time)
+                self._dense = np.zeros((n_rows, self._n), dtype=np.float32)
+                self._dense[rows, wt.indices] = wt.data
             self._built_rows = n_rows
         return self._wt, self._xt, self._nonzero, self._dense
 
@@ -1539,13 +1542,17 @@ def _flatten(rows: list[list[int]]) -> tuple[_IntArray, _IntArray]:
     return indptr, flat
 
 
-def _csr_rows(rows: list[_IntArray], data: list[_FloatArray], width: int) -> Any:
+def _csr_rows(rows: list[_IntArray], data: list[_FloatArray] | None, width: int) -> Any:
+    """A CSR array of these rows' columns and values (None: ones)."""
     from scipy import sparse
 
     indptr = np.zeros(len(rows) + 1, dtype=np.int64)
     np.cumsum([len(r) for r in rows], out=indptr[1:])
     indices = np.concatenate(rows) if rows else np.zeros(0, dtype=np.int64)
-    values = np.concatenate(data) if data else np.zeros(0)
+    if data is None:
+        values = np.ones(len(indices))
+    else:
+        values = np.concatenate(data) if data else np.zeros(0)
     return sparse.csr_array((values, indices, indptr), shape=(len(rows), width))
 
 
