@@ -420,7 +420,7 @@ def test_a_composing_process_that_dies_loses_nothing_and_sends_nothing_twice(
     program = outbox._COMPOSE_CHILD
     base, engine = _ten_readers_composed_elsewhere(settings, tmp_path, shared, monkeypatch)
     monkeypatch.setattr(outbox, "_COMPOSE_CHILD", _DYING_CHILD)
-    at = datetime(2026, 11, 22, 8, 0, tzinfo=UTC)
+    at = datetime.now(UTC)  # the papers were first seen just now: today's edition
     with pytest.raises(DigestError, match=r"composing process ended unexpectedly \(exit code 3\)"):
         outbox.send(engine, relay(base, controller), renderer=Renderer.create(), now=at)
     first = [str(m["To"]) for m in parsed(handler)]
@@ -472,7 +472,7 @@ def test_a_chunk_that_fails_to_compose_sends_what_was_composed_and_keeps_the_res
     controller, handler = smtp_server
     base, engine = _ten_readers_composed_elsewhere(settings, tmp_path, shared, monkeypatch)
     monkeypatch.setattr(outbox, "_COMPOSE_CHILD", _FAILING_CHILD)
-    at = datetime(2026, 11, 22, 8, 0, tzinfo=UTC)
+    at = datetime.now(UTC)  # the papers were first seen just now: today's edition
     with pytest.raises(DigestError, match=r"composing a chunk failed: RuntimeError: boom"):
         outbox.send(engine, relay(base, controller), renderer=Renderer.create(), now=at)
     # the first chunk and the three messages composed of the second
