@@ -5,9 +5,9 @@ from __future__ import annotations
 import functools
 import hmac
 import time
-from typing import Any, Literal
+from typing import Literal
 
-from itsdangerous import BadSignature, Serializer, SignatureExpired, URLSafeTimedSerializer
+from itsdangerous import BadSignature, SignatureExpired, URLSafeTimedSerializer
 from itsdangerous.encoding import base64_encode, int_to_bytes
 
 from digest.errors import DigestError
@@ -27,22 +27,10 @@ class TokenError(DigestError):
     """A token that is malformed, tampered with, expired or revoked."""
 
 
-class _Serializer(URLSafeTimedSerializer):
-    """itsdangerous' URL-safe timed serializer, without trying to compress the payload.
-
-    It tries zlib on every ``dumps`` and keeps the result only when shorter, which two small
-    integers never are: the tokens are the same, made in two thirds of the time (a digest
-    carries three). ``loads`` still reads compressed tokens.
-    """
-
-    def dump_payload(self, obj: Any) -> bytes:
-        return base64_encode(Serializer.dump_payload(self, obj))
-
-
 @functools.lru_cache(maxsize=16)
 def _serializer(secret: str, purpose: Purpose) -> URLSafeTimedSerializer:
     # The purpose is the salt: a token made for one purpose never verifies for another.
-    return _Serializer(secret, salt=f"digest.{purpose}")
+    return URLSafeTimedSerializer(secret, salt=f"digest.{purpose}")
 
 
 @functools.lru_cache(maxsize=16)
