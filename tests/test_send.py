@@ -392,17 +392,20 @@ def _ten_readers_composed_elsewhere(
     return base, engine
 
 
-# The composing process's program, made to die when it is given its second chunk.
-_DYING_CHILD = """
+def _child_failing(at: int, failure: str) -> str:
+    """The composing process's program, made to run ``failure`` in its second chunk, before it
+    hands on that chunk's message number ``at``."""
+    return f"""
 import os, sys
 from digest import outbox
 chunks = []
 real = outbox._compose_chunk
 def compose_chunk(*args, **kwargs):
     chunks.append(1)
-    if len(chunks) == 2:
-        os._exit(3)
-    return real(*args, **kwargs)
+    for n, job in enumerate(real(*args, **kwargs)):
+        if len(chunks) == 2 and n == {at}:
+            {failure}
+        yield job
 outbox._compose_chunk = compose_chunk
 outbox._compose_main(int(sys.argv[1]))
 """
@@ -419,7 +422,7 @@ def test_a_composing_process_that_dies_loses_nothing_and_sends_nothing_twice(
     controller, handler = smtp_server
     program = outbox._COMPOSE_CHILD
     base, engine = _ten_readers_composed_elsewhere(settings, tmp_path, shared, monkeypatch)
-    monkeypatch.setattr(outbox, "_COMPOSE_CHILD", _DYING_CHILD)
+    monkeypatch.setattr(outbox, "_COMPOSE_CHILD", _child_failing(0, "os._exit(3)"))
     at = datetime.now(UTC)  # the papers were first seen just now: today's edition
     with pytest.raises(DigestError, match=r"composing process ended unexpectedly \(exit code 3\)"):
         outbox.send(engine, relay(base, controller), renderer=Renderer.create(), now=at)
@@ -445,23 +448,6 @@ def test_a_composing_process_that_dies_loses_nothing_and_sends_nothing_twice(
     assert sorted(everyone) == sorted(f"reader{i}@example.org" for i in range(10))
 
 
-# The composing process's program, made to fail after three messages of its second chunk.
-_FAILING_CHILD = """
-import sys
-from digest import outbox
-chunks = []
-real = outbox._compose_chunk
-def compose_chunk(*args, **kwargs):
-    chunks.append(1)
-    for n, job in enumerate(real(*args, **kwargs)):
-        if len(chunks) == 2 and n == 3:
-            raise RuntimeError("boom")
-        yield job
-outbox._compose_chunk = compose_chunk
-outbox._compose_main(int(sys.argv[1]))
-"""
-
-
 def test_a_chunk_that_fails_to_compose_sends_what_was_composed_and_keeps_the_rest(
     settings: Settings,
     tmp_path: Path,
@@ -471,7 +457,7 @@ def test_a_chunk_that_fails_to_compose_sends_what_was_composed_and_keeps_the_res
 ) -> None:
     controller, handler = smtp_server
     base, engine = _ten_readers_composed_elsewhere(settings, tmp_path, shared, monkeypatch)
-    monkeypatch.setattr(outbox, "_COMPOSE_CHILD", _FAILING_CHILD)
+    monkeypatch.setattr(outbox, "_COMPOSE_CHILD", _child_failing(3, 'raise RuntimeError("boom")'))
     at = datetime.now(UTC)  # the papers were first seen just now: today's edition
     with pytest.raises(DigestError, match=r"composing a chunk failed: RuntimeError: boom"):
         outbox.send(engine, relay(base, controller), renderer=Renderer.create(), now=at)
