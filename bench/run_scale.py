@@ -16,8 +16,10 @@ rank, render, build, send, record), in a child process, into a counting aiosmtpd
 process (bench/send_speed.py --serve). Samples the child's RSS and the sink's count every 0.2 s.
 
 Prints: the wall time of the command and of its send phase (first to last message at the sink),
-messages/s, the sink's own ceiling (the same sink fed pre-built digests by plain smtplib with the
-same number of connections, measured in this run), the peak RSS of the command (ru_maxrss from
+messages/s, the sink's own ceiling (the same sink fed plain smtplib with the same number of
+connections, measured in this run, on 2,000 of the run's own digests composed beforehand by digest
+on a copy of the database; and on send_speed's 10-paper digests, which are shorter, for
+comparison with earlier figures), the peak RSS of the command (ru_maxrss from
 wait4) and its RSS along the run, and checks that every delivery recorded as sent arrived.
 With --py-spy FILE, records the command with py-spy (all threads) and prints where the time went.
 """
@@ -207,6 +209,45 @@ def build_population(
     }
 
 
+class _NoCounts:
+    def count(self, status: str, error: str | None = None) -> None:
+        pass
+
+
+def run_mails(config: Path, workdir: Path, n: int, seed: int) -> list[Mail]:
+    """``n`` of the digests the run will send: a random sample of its readers, planned, ranked,
+    rendered and built by digest itself on a copy of the database (which the run never sees).
+
+    The sink's cost grows with a message's lines, and the run's digests (5, 10 or 20 papers)
+    are longer on average than send_speed's 10-paper ones: its ceiling on its own messages is
+    the one that bounds it.
+    """
+    from digest import outbox
+    from digest.render import Renderer
+
+    copy = workdir / "ceiling-copy.db"
+    with sqlite3.connect(workdir / "subscribers.db") as src, sqlite3.connect(copy) as dst:
+        src.backup(dst)
+    env = {"DIGEST_SECRET_KEY": "b" * 40, "DIGEST_DATABASE_URL": f"sqlite:///{copy}"}
+    settings = load_settings(config, env=env, base_dir=workdir)
+    engine = make_engine(settings.database.url)
+    with sqlite3.connect(copy) as conn:
+        ids = [row[0] for row in conn.execute("SELECT id FROM subscriber WHERE status = 'active'")]
+    now = utcnow()
+    outbox.plan(engine, settings, now=now, subscriber_ids=random.Random(seed).sample(ids, n))
+    renderer = Renderer.create(snippet_chars=settings.digest.snippet_chars)
+    cache = outbox._EditionCache(engine, settings)
+    mails = []
+    while chunk := outbox.claim(engine, settings, owner="bench", now=now):
+        for job in outbox._compose_chunk(
+            engine, settings, renderer, cache, chunk, _NoCounts(), now=now
+        ):
+            mails.append(Mail(to=job.to_addr, data=job.data))
+    engine.dispose()
+    copy.unlink()
+    return mails
+
+
 def rss_mb(pid: int) -> float:
     """The current resident set size of ``pid`` in MB (0 once it is gone)."""
     try:
@@ -288,9 +329,11 @@ def main() -> None:
         f"{pop['sent_rows']:,} already-sent rows; built in {pop['seconds']:.0f} s, "
         f"{pop['db_mb']:.0f} MB"
     )
-    mails = build_mails(args.ceiling_messages)
+    mails = run_mails(config, workdir, args.ceiling_messages, args.seed)
+    synthetic = build_mails(args.ceiling_messages)
     with SinkProcess() as sink:
         ceiling_before = sink_ceiling(sink, mails, args.connections)
+        synthetic_before = sink_ceiling(sink, synthetic, args.connections)
         base = sink.counts()[0]  # messages the sink had before the run
         with config.open("a") as fh:
             fh.write(
@@ -350,6 +393,7 @@ def main() -> None:
             raise SystemExit(f"digest run failed ({proc.returncode}):\n{log.read_text()[-3000:]}")
         received = sink.counts()[0] - base
         ceiling_after = sink_ceiling(sink, mails, args.connections)
+        synthetic_after = sink_ceiling(sink, synthetic, args.connections)
         ceiling = (ceiling_before + ceiling_after) / 2
     with sqlite3.connect(workdir / "subscribers.db") as conn:
         statuses = dict(
@@ -373,8 +417,13 @@ def main() -> None:
     print(f"overall              {received / wall:17.0f} messages/s")
     print(
         f"sink ceiling         {ceiling:17.0f} messages/s (plain smtplib x{args.connections}, "
-        f"{len(mails)} pre-built digests, same sink: {ceiling_before:.0f} before the run, "
-        f"{ceiling_after:.0f} after)"
+        f"{len(mails)} of the run's own digests, {_size(mails)}, same sink: "
+        f"{ceiling_before:.0f} before the run, {ceiling_after:.0f} after)"
+    )
+    print(
+        f"  on 10-paper ones   {(synthetic_before + synthetic_after) / 2:17.0f} messages/s "
+        f"(send_speed's {len(synthetic)} digests, {_size(synthetic)}: {synthetic_before:.0f} "
+        f"before, {synthetic_after:.0f} after; the ceiling of earlier reports)"
     )
     print(f"send phase / ceiling {received / send_phase / ceiling:17.0%}")
     print(
@@ -398,6 +447,12 @@ def main() -> None:
         summarise_pyspy(args.py_spy)
     if tmp is not None:
         tmp.cleanup()
+
+
+def _size(mails: Sequence[Mail]) -> str:
+    size = sum(len(m.data) for m in mails) / max(len(mails), 1)
+    lines = sum(m.data.count(b"\n") for m in mails) / max(len(mails), 1)
+    return f"{size / 1000:.1f} kB and {lines:.0f} lines on average"
 
 
 def sink_ceiling(sink: SinkProcess, mails: Sequence[Mail], connections: int) -> float:
