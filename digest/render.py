@@ -41,6 +41,10 @@ URL_MAX = 2048
 TEXT_WIDTH = 72
 EMPTY_NOTE = "No new papers matched your keywords in this edition."
 MEMO_SIZE = 1 << 14  # item views and their parts kept per Renderer, then started over
+# Snippets apart, twice as many (~50 MB when full): at 100,000 readers half of the snippets
+# asked for are made again with 16,384 shared with the views; with their own 32,768, and keyed
+# on the spans within their reach (snippet_reach), 4.9 rather than 9.6 a digest are made.
+SNIPPET_MEMO_SIZE = 1 << 15
 
 # Added per message, after inlining, so it must carry its own style (a .hl @media rule in
 # base.css overrides it in dark mode). The line end inside the tag (white space between its
@@ -283,6 +287,29 @@ def build_snippet(
     return Markup(html), text
 
 
+def snippet_reach(
+    abstract: str, highlight: Iterable[tuple[int, int]], limit: int = SNIPPET_CHARS
+) -> tuple[tuple[int, int], ...]:
+    """The spans of ``highlight`` (sorted) that a snippet of ``limit`` characters can show:
+    ``build_snippet`` gives the same result with these as with all of them.
+
+    A snippet starts at the abstract's first non-space or, when cut, at or before the first
+    non-empty span from there; and it ends at most ``limit`` characters after its start. So a
+    span starting ``limit`` or more characters after that first span cannot be in it. Readers
+    whose matches differ only further down an abstract (most of those of a popular paper)
+    get the same snippet, and :class:`Renderer` makes it once for all of them.
+    """
+    spans = sorted(highlight)
+    found = _NON_SPACE.search(abstract)
+    if found is None:
+        return ()
+    start = found.start()
+    first = next((s for s, e in spans if s >= start and e > s), None)
+    if first is None:
+        return tuple(spans)
+    return tuple(spans[: bisect.bisect_left(spans, (first + limit,))])
+
+
 def char_refs(html: str) -> str:
     """``html`` in ASCII: every other character as a numeric character reference, but in
     <style>, <script> and comments, where a reference would not be read as the character.
@@ -490,6 +517,7 @@ class Renderer:
         # Views and snippets (many, most used once or a few times) apart from the papers'
         # and reasons' parts (few, used all the time), so clearing the one keeps the other.
         self._memo: dict[tuple[Any, ...], Any] = {}
+        self._snippets: dict[tuple[Any, ...], Any] = {}
         self._parts: dict[tuple[Any, ...], Any] = {}
 
     @classmethod
@@ -553,13 +581,15 @@ class Renderer:
         # its view (snippet, wrapping, escaping: two thirds of a digest's cost) is kept, and
         # so are its parts: the paper's title, link and authors, the snippet for one set of
         # marks, the text of one reason (which many papers share). Each is a pure function of
-        # its key, so the cache changes nothing but the time.
+        # its key, so the cache changes nothing but the time. A snippet's key holds only the
+        # marks it can show.
+        highlight = snippet_reach(item.abstract, item.highlight, self._snippet_chars)
         key = (
             item.title,
             item.url,
             item.authors,
             item.abstract,
-            item.highlight,
+            highlight,
             item.reason,
             item.upvotes,
         )
@@ -570,12 +600,14 @@ class Renderer:
             self._memo.clear()
         if len(self._parts) >= MEMO_SIZE:
             self._parts.clear()
+        if len(self._snippets) >= SNIPPET_MEMO_SIZE:
+            self._snippets.clear()
         snippet_html, snippet_text = self._part(
-            self._memo,
-            ("snippet", item.abstract, item.highlight),
+            self._snippets,
+            (item.abstract, highlight),
             _snippet_view,
             item.abstract,
-            item.highlight,
+            highlight,
             self._snippet_chars,
         )
         upvotes = item.upvotes

@@ -6,6 +6,7 @@ import dataclasses
 import email
 import email.policy
 import os
+import random
 import re
 from datetime import UTC, datetime
 from email.message import EmailMessage
@@ -23,10 +24,12 @@ from digest.render import (
     DigestItem,
     Rendered,
     Renderer,
+    _ItemView,
     build_snippet,
     char_refs,
     inline_template_source,
     safe_url,
+    snippet_reach,
 )
 
 GOLDEN = Path(__file__).parent / "data" / "golden"
@@ -462,6 +465,42 @@ def test_snippet_starts_at_the_sentence_of_a_late_match() -> None:
     early = "We study quantization. " + "Filler words go on. " * 40
     _, text = build_snippet(early, [(9, 21)], limit=200)
     assert text.startswith("We study *quantization*.")
+
+
+def test_a_snippet_is_the_same_with_only_the_spans_within_its_reach() -> None:
+    rng = random.Random(7)
+    pieces = [*"abc de fg hi", ". ", "&", "<", "'", "\u00e9", "\n", "  ", "\t", "\x00", "     "]
+    reached_less = 0
+    for _ in range(20_000):
+        text = "".join(rng.choice(pieces) for _ in range(rng.randint(0, 160)))
+        spans = []
+        for _ in range(rng.randint(0, 8)):
+            s = rng.randint(0, len(text))
+            spans.append((s, rng.randint(s, min(len(text), s + 9))))
+        rng.shuffle(spans)
+        limit = rng.choice([10, 20, 40, 60])
+        reach = snippet_reach(text, spans, limit)
+        assert build_snippet(text, reach, limit=limit) == build_snippet(text, spans, limit=limit)
+        assert list(reach) == sorted(spans)[: len(reach)]
+        reached_less += len(reach) < len(spans)
+    assert reached_less > 2_000  # the far spans were really left out, and changed nothing
+
+
+def test_readers_whose_matches_differ_only_far_down_share_one_snippet() -> None:
+    renderer = Renderer.create()
+    abstract = "We study quantization of weights. " + "Filler words go on here. " * 40
+    far = abstract.index("here", 600)  # past the first match + SNIPPET_CHARS
+
+    def snippet(*highlight: tuple[int, int]) -> _ItemView:
+        ctx = _ctx(items=(_item(1, abstract=abstract, highlight=highlight),))
+        view: _ItemView = renderer.digest_values(ctx)["items"][0]
+        return view
+
+    near, also_far = snippet((9, 21)), snippet((9, 21), (far, far + 4))
+    assert near.snippet_html is also_far.snippet_html  # made once, for both readers
+    assert near.snippet_text.startswith("   We study *quantization*")
+    # a second span within reach is a different snippet
+    assert "*weights*" in snippet((9, 21), (25, 32)).snippet_text
 
 
 @pytest.mark.parametrize(
