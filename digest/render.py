@@ -544,7 +544,7 @@ class Renderer:
         renderer = cls(env, _environment(files), source.css, snippet_chars=source.snippet_chars)
         renderer.source = source
         for name in (*INLINED_TEMPLATES, DIGEST_TEXT, CONFIRM_TEXT):
-            renderer._template(name)  # fail at start-up, not at the first send
+            _plain_escape(renderer._template(name))  # and fail at start-up, not at a send
         return renderer
 
     def _template(self, name: str, *, raw: bool = False) -> jinja2.Template:
@@ -721,6 +721,40 @@ class Renderer:
             html=self.inline_css(self._render(CONFIRM_HTML, values, raw=True)),
             text=self._render(CONFIRM_TEXT, values),
         )
+
+
+def _replace_specials(value: str) -> str:
+    return (
+        value.replace("&", "&amp;")
+        .replace(">", "&gt;")
+        .replace("<", "&lt;")
+        .replace("'", "&#39;")
+        .replace('"', "&#34;")
+    )
+
+
+try:  # markupsafe's own C loop (what its escape wraps in a Markup), a fifth of the replaces
+    from markupsafe._speedups import _escape_inner as _escape_str
+except ImportError:  # pragma: no cover - markupsafe without its speedups, or another version
+    _escape_str = _replace_specials
+
+
+def escape_text(value: Any) -> Any:
+    """``markupsafe.escape(value)``, but a plain ``str`` for a ``str`` (same characters)."""
+    if type(value) is str:
+        return _escape_str(value)
+    return escape(value)
+
+
+def _plain_escape(template: jinja2.Template) -> None:
+    # An autoescaped template outputs escape(value) for each {{ value }}, and joins them into
+    # the page: markupsafe's escape makes each a Markup in Python (~1 us, ~80 of them in a
+    # digest, a quarter of its HTML template's time) where a plain escaped str joins the same.
+    # Jinja's compiled code takes escape from its module's namespace; where that is not
+    # markupsafe's, it is left alone.
+    namespace = template.root_render_func.__globals__
+    if namespace.get("escape") is escape:
+        namespace["escape"] = escape_text
 
 
 def _environment(loader: jinja2.BaseLoader) -> jinja2.Environment:

@@ -280,6 +280,55 @@ def test_feed_markup_is_escaped_everywhere(renderer: Renderer) -> None:
     assert "&lt;" not in out.text and "&amp;" not in out.text
 
 
+def test_escape_text_escapes_as_markupsafe_does() -> None:
+    from markupsafe import escape
+
+    from digest.render import _escape_str, _replace_specials, escape_text
+
+    rng = random.Random(3)
+    alphabet = "ab &<>'\"\u00e9\u2028\x00;#"
+    for _ in range(5_000):
+        text = "".join(rng.choice(alphabet) for _ in range(rng.randint(0, 30)))
+        assert escape_text(text) == _escape_str(text) == _replace_specials(text) == escape(text)
+        assert type(escape_text(text)) is str
+    # anything else goes through markupsafe: Markup as it is, numbers as text
+    assert escape_text(Markup("<b>x</b>")) == Markup("<b>x</b>")
+    assert escape_text(3) == "3"
+
+
+def test_templates_render_as_with_markupsafes_escape(renderer: Renderer) -> None:
+    import jinja2
+    import markupsafe
+
+    from digest.render import DIGEST_HTML, char_refs, escape_text
+
+    template = renderer._template(DIGEST_HTML)
+    assert template.root_render_func.__globals__["escape"] is escape_text
+    evil = '<b>"it\'s"</b> & co'
+    ctx = _ctx(
+        items=(
+            _item(
+                1, title=f"T {evil}", authors=(evil,), reason=evil, url="https://x.org/?a=1&b='2'"
+            ),
+            _item(2, upvotes=None),
+        ),
+        keywords=(evil,),
+    )
+    values = renderer.digest_values(ctx)
+    stock = jinja2.Environment(
+        loader=jinja2.DictLoader({DIGEST_HTML: renderer.template_source(DIGEST_HTML)}),
+        autoescape=True,
+        undefined=jinja2.StrictUndefined,
+        trim_blocks=True,
+        lstrip_blocks=True,
+        keep_trailing_newline=True,
+    ).get_template(DIGEST_HTML)
+    assert stock.root_render_func.__globals__["escape"] is markupsafe.escape
+    html = renderer.render_digest(ctx).html
+    assert html == char_refs(stock.render(values))
+    assert "&lt;b&gt;&#34;it&#39;s&#34;&lt;/b&gt; &amp; co" in html
+
+
 def test_unsafe_paper_url_is_not_linked(renderer: Renderer) -> None:
     out = renderer.render_digest(_ctx(items=(_item(1, url="javascript:alert(1)"),)))
     assert "javascript:" not in out.html
