@@ -40,10 +40,10 @@ KEYWORDS_SHOWN = 30
 URL_MAX = 2048
 TEXT_WIDTH = 72
 EMPTY_NOTE = "No new papers matched your keywords in this edition."
-MEMO_SIZE = 1 << 14  # item views and their parts kept per Renderer, then started over
-# Snippets apart, twice as many (~50 MB when full): at 100,000 readers half of the snippets
-# asked for are made again with 16,384 shared with the views; with their own 32,768, and keyed
-# on the spans within their reach (snippet_reach), 4.9 rather than 9.6 a digest are made.
+MEMO_SIZE = 1 << 14  # papers' and reasons' parts kept per Renderer, then started over
+# Snippets apart, twice as many (~50 MB when full): at 100,000 readers, 16,384 views and
+# snippets kept together, keyed on all the marks, left 9.6 snippets a digest to make; 32,768
+# snippets keyed on the marks within their reach (snippet_reach) leave 4.9.
 SNIPPET_MEMO_SIZE = 1 << 15
 
 # Added per message, after inlining, so it must carry its own style (a .hl @media rule in
@@ -514,9 +514,8 @@ class Renderer:
         self._snippet_chars = snippet_chars
         # What `create` made it from, for another process to make the same one.
         self.source: RendererSource | None = None
-        # Views and snippets (many, most used once or a few times) apart from the papers'
-        # and reasons' parts (few, used all the time), so clearing the one keeps the other.
-        self._memo: dict[tuple[Any, ...], Any] = {}
+        # Snippets (many, most used once or a few times) apart from the papers' and
+        # reasons' parts (few, used all the time), so clearing the one keeps the other.
         self._snippets: dict[tuple[Any, ...], Any] = {}
         self._parts: dict[tuple[Any, ...], Any] = {}
 
@@ -577,31 +576,19 @@ class Renderer:
         return char_refs(str(make_premailer(self._css).transform(html)))
 
     def _item_view(self, item: DigestItem) -> _ItemView:
-        # A paper goes to many readers of an edition, mostly with the same matched keywords;
-        # its view (snippet, wrapping, escaping: two thirds of a digest's cost) is kept, and
-        # so are its parts: the paper's title, link and authors, the snippet for one set of
-        # marks, the text of one reason (which many papers share). Each is a pure function of
-        # its key, so the cache changes nothing but the time. A snippet's key holds only the
-        # marks it can show.
-        highlight = snippet_reach(item.abstract, item.highlight, self._snippet_chars)
-        key = (
-            item.title,
-            item.url,
-            item.authors,
-            item.abstract,
-            highlight,
-            item.reason,
-            item.upvotes,
-        )
-        view: _ItemView | None = self._memo.get(key)
-        if view is not None:
-            return view
-        if len(self._memo) >= MEMO_SIZE:
-            self._memo.clear()
+        # A paper goes to many readers of an edition, often with the same matched keywords:
+        # the parts of its view are kept, each under what it depends on: the paper's title,
+        # link and authors; the snippet (most of a digest's cost: cutting, marking, escaping,
+        # wrapping) under the marks it can show; the text of a reason (which many papers
+        # share). Each is a pure function of its key, so the caches change nothing but the
+        # time. The view itself is made anew (a few us): with the marks and the reason in its
+        # key, one in eight was found again at 100,000 readers, and kept views kept their
+        # snippets alive after the snippets' memo let them go.
         if len(self._parts) >= MEMO_SIZE:
             self._parts.clear()
         if len(self._snippets) >= SNIPPET_MEMO_SIZE:
             self._snippets.clear()
+        highlight = snippet_reach(item.abstract, item.highlight, self._snippet_chars)
         snippet_html, snippet_text = self._part(
             self._snippets,
             (item.abstract, highlight),
@@ -611,7 +598,7 @@ class Renderer:
             self._snippet_chars,
         )
         upvotes = item.upvotes
-        view = self._memo[key] = _ItemView(
+        return _ItemView(
             **self._part(
                 self._parts,
                 ("paper", item.title, item.url, item.authors),
@@ -625,7 +612,6 @@ class Renderer:
             **self._part(self._parts, ("reason", item.reason), _reason_view, item.reason),
             upvotes=upvotes if isinstance(upvotes, int) and upvotes >= 0 else None,
         )
-        return view
 
     @staticmethod
     def _part(
