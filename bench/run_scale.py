@@ -209,11 +209,6 @@ def build_population(
     }
 
 
-class _NoCounts:
-    def count(self, status: str, error: str | None = None) -> None:
-        pass
-
-
 def run_mails(config: Path, workdir: Path, n: int, seed: int) -> list[Mail]:
     """``n`` of the digests the run will send: a random sample of its readers, planned, ranked,
     rendered and built by digest itself on a copy of the database (which the run never sees).
@@ -240,7 +235,7 @@ def run_mails(config: Path, workdir: Path, n: int, seed: int) -> list[Mail]:
     mails = []
     while chunk := outbox.claim(engine, settings, owner="bench", now=now):
         for job in outbox._compose_chunk(
-            engine, settings, renderer, cache, chunk, _NoCounts(), now=now
+            engine, settings, renderer, cache, chunk, outbox.SendReport(), now=now
         ):
             mails.append(Mail(to=job.to_addr, data=job.data))
     engine.dispose()

@@ -228,6 +228,17 @@ def _spans(
     return merged
 
 
+def _text_start(abstract: str, spans: list[tuple[int, int]]) -> tuple[int, int | None] | None:
+    """Where the text starts (its first non-space), and the least start of a non-empty span
+    (sorted) from there; None for a blank text. Both build_snippet and snippet_reach place a
+    snippet by these."""
+    found = _NON_SPACE.search(abstract)
+    if found is None:
+        return None
+    start = found.start()
+    return start, next((s for s, e in spans if s >= start and e > s), None)
+
+
 def build_snippet(
     abstract: str, highlight: Iterable[tuple[int, int]] = (), *, limit: int = SNIPPET_CHARS
 ) -> tuple[Markup, str]:
@@ -241,15 +252,14 @@ def build_snippet(
     its ellipses are "...": a plain part in ASCII goes as it is (7bit), where one "…" made
     it quoted-printable, which cost more than the rest of the message (614 against 174 us).
     """
-    found = _NON_SPACE.search(abstract)
-    if found is None:
+    spans = sorted(highlight)
+    where = _text_start(abstract, spans)
+    if where is None:
         return Markup(""), ""
-    start = found.start()
+    start, first = where
     end = len(abstract)
     cut = end - start > limit
     lead = False
-    spans = sorted(highlight)
-    first = next((s for s, e in spans if s >= start and e > s), None)  # the least such start
     if cut and first is not None and first > start + limit * 2 // 3:
         # The first match lies past the cut: start at its sentence, so the reader sees why.
         back = abstract.rfind(". ", start, first)
@@ -300,11 +310,10 @@ def snippet_reach(
     get the same snippet, and :class:`Renderer` makes it once for all of them.
     """
     spans = sorted(highlight)
-    found = _NON_SPACE.search(abstract)
-    if found is None:
+    where = _text_start(abstract, spans)
+    if where is None:
         return ()
-    start = found.start()
-    first = next((s for s, e in spans if s >= start and e > s), None)
+    first = where[1]
     if first is None:
         return tuple(spans)
     return tuple(spans[: bisect.bisect_left(spans, (first + limit,))])
