@@ -735,9 +735,17 @@ except ImportError:  # pragma: no cover - markupsafe without its speedups, or an
 
 
 def escape_text(value: Any) -> Any:
-    """``markupsafe.escape(value)``, but a plain ``str`` for a ``str`` (same characters)."""
-    if type(value) is str:
+    """``markupsafe.escape(value)``, with the same characters, made without a new Markup for
+    the common values: a ``str`` gives a plain escaped ``str``; a ``Markup`` (the snippets,
+    the preheader: already escaped) is given back as it is, where escape makes a copy of it in
+    Python; an ``int`` (the upvotes) gives its digits, which need no escaping."""
+    kind = type(value)
+    if kind is str:
         return _escape_str(value)
+    if kind is Markup:
+        return value
+    if kind is int:
+        return str(value)
     return escape(value)
 
 

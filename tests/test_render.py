@@ -291,9 +291,30 @@ def test_escape_text_escapes_as_markupsafe_does() -> None:
         text = "".join(rng.choice(alphabet) for _ in range(rng.randint(0, 30)))
         assert escape_text(text) == _escape_str(text) == _replace_specials(text) == escape(text)
         assert type(escape_text(text)) is str
-    # anything else goes through markupsafe: Markup as it is, numbers as text
-    assert escape_text(Markup("<b>x</b>")) == Markup("<b>x</b>")
-    assert escape_text(3) == "3"
+    # the other values the templates meet give the characters markupsafe's escape gives
+    class Html:
+        def __html__(self) -> str:
+            return "<i>&amp;</i>"
+
+    class Marked(Markup):
+        pass
+
+    for value in (
+        Markup("<b>x</b> &amp; &#39;"),
+        Marked("<u>y</u>"),
+        Html(),
+        3,
+        -12,
+        0,
+        10**30,
+        True,
+        None,
+        2.5,
+        ("<a>",),
+    ):
+        assert str(escape_text(value)) == str(escape(value)), value
+    shared = Markup("<b>kept</b>")
+    assert escape_text(shared) is shared  # no copy made
 
 
 def test_templates_render_as_with_markupsafes_escape(renderer: Renderer) -> None:
