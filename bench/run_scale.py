@@ -233,7 +233,8 @@ def run_mails(config: Path, workdir: Path, n: int, seed: int) -> list[Mail]:
     renderer = Renderer.create(snippet_chars=settings.digest.snippet_chars)
     cache = outbox._EditionCache(engine, settings)
     mails = []
-    while chunk := outbox.claim(engine, settings, owner="bench", now=now):
+    while ids := outbox.claim_ids(engine, settings, owner="bench", now=now):
+        chunk = outbox._due_deliveries(engine, ids)
         for job in outbox._compose_chunk(
             engine, settings, renderer, cache, chunk, outbox.SendReport(), now=now
         ):
@@ -351,6 +352,7 @@ def main() -> None:
                         _py_spy(),
                         "record",
                         "--threads",
+                        "--subprocesses",
                         "--rate",
                         "50",
                         "--format",
@@ -426,7 +428,10 @@ def main() -> None:
     command_cpu = usage.ru_utime + usage.ru_stime
     per_message = command_cpu / max(received, 1) * 1e3
     sink_per_message = sink_cpu / max(received, 1) * 1e3
-    print(f"CPU of digest run    {command_cpu:8.1f} s  ({per_message:.2f} ms a message)")
+    print(
+        f"CPU of digest run    {command_cpu:8.1f} s  ({per_message:.2f} ms a message; user "
+        f"{usage.ru_utime:.1f} s, system {usage.ru_stime:.1f} s)"
+    )
     print(
         f"CPU of the sink      {sink_cpu:8.1f} s  ({sink_per_message:.2f} ms a message, "
         "over the run)"

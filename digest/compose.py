@@ -10,14 +10,53 @@ import dataclasses
 import functools
 from collections.abc import Mapping, Sequence
 from datetime import datetime
+from typing import Protocol
 
 from digest.config import Settings
 from digest.edition import Edition
 from digest.mailer import build_message
-from digest.models import Paper, Subscriber
 from digest.ranking import MAX_KEYWORDS, Doc, Profile, Ranked, highlight_spans, merge_spans
 from digest.render import DigestContext, DigestItem, Rendered
 from digest.tokens import make_token
+
+
+class PaperFields(Protocol):
+    """What composing reads of a paper: a ``Paper`` row, or a plain record of its fields (the
+    outbox keeps those: reading a mapped attribute costs several times a plain one)."""
+
+    @property
+    def id(self) -> int | None: ...
+    @property
+    def key(self) -> str: ...
+    @property
+    def title(self) -> str: ...
+    @property
+    def abstract(self) -> str: ...
+    @property
+    def authors(self) -> Sequence[str]: ...
+    @property
+    def url(self) -> str | None: ...
+    @property
+    def pdf_url(self) -> str | None: ...
+    @property
+    def upvotes(self) -> int | None: ...
+
+
+class ReaderFields(Protocol):
+    """What composing reads of a subscriber: a ``Subscriber`` row, or a plain record."""
+
+    @property
+    def id(self) -> int | None: ...
+    @property
+    def email(self) -> str: ...
+    @property
+    def keywords(self) -> Sequence[str]: ...
+    @property
+    def exclude(self) -> Sequence[str]: ...
+    @property
+    def max_papers(self) -> int: ...
+    @property
+    def token_version(self) -> int: ...
 
 
 @dataclasses.dataclass(frozen=True, kw_only=True)
@@ -29,7 +68,7 @@ class Links:
     view: str | None
 
 
-def links_for(settings: Settings, subscriber: Subscriber, edition_id: str | None) -> Links:
+def links_for(settings: Settings, subscriber: ReaderFields, edition_id: str | None) -> Links:
     """Signed unsubscribe / preferences / view-in-browser URLs for one reader."""
     assert subscriber.id is not None
     base = settings.site.base_url.rstrip("/")
@@ -49,12 +88,12 @@ def links_for(settings: Settings, subscriber: Subscriber, edition_id: str | None
     )
 
 
-def doc_of(paper: Paper) -> Doc:
+def doc_of(paper: PaperFields) -> Doc:
     """A paper as the ranker sees it."""
     return Doc(key=paper.key, title=paper.title, abstract=paper.abstract, upvotes=paper.upvotes)
 
 
-def profile_of(subscriber: Subscriber, *, seen: frozenset[str] = frozenset()) -> Profile:
+def profile_of(subscriber: ReaderFields, *, seen: frozenset[str] = frozenset()) -> Profile:
     """A subscriber's interests as the ranker sees them."""
     return Profile(
         id=subscriber.id or 0,
@@ -92,10 +131,10 @@ def _keyword_spans(abstract: str, keyword: str) -> tuple[tuple[int, int], ...]:
 def context_for(
     settings: Settings,
     *,
-    subscriber: Subscriber,
+    subscriber: ReaderFields,
     edition: Edition,
     ranked: Sequence[Ranked],
-    papers: Mapping[str, Paper],
+    papers: Mapping[str, PaperFields],
     links: Links,
 ) -> DigestContext:
     """The template context of one reader's digest."""
