@@ -388,6 +388,23 @@ def _transport(server: Server, **changes: Any) -> SmtpTransport:
     return SmtpTransport(_settings(**changes), port_override=server.port)
 
 
+def test_lines_starting_with_a_dot_arrive_intact(server: Server) -> None:
+    """Dot-stuffing (RFC 5321 4.5.2): every line starting "." goes with one more, which the
+    server takes off again; a message with none goes as it is."""
+    head = b"From: a@example.org\r\nTo: r@example.com\r\nSubject: dots\r\n\r\n"
+    bodies = [
+        b"no dots at a line start. Here. Or.here\r\n",
+        b".\r\n",  # a line that is only a dot would end the data
+        b"..two\r\n.one\r\nmiddle . dot\r\n.\r\n",
+        b"ends without a line end\r\n.",
+    ]
+    with _transport(server) as transport:
+        for body in bodies:
+            transport.send("b@example.org", "r@example.com", head + body)
+    received = [content for *_, content in server.handler.messages]
+    assert received == [head + body for body in bodies[:3]] + [head + bodies[3] + b"\r\n"]
+
+
 def test_fifty_messages_share_one_connection(server: Server) -> None:
     sent = []
     with _transport(server) as transport:
