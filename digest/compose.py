@@ -17,7 +17,7 @@ from digest.edition import Edition
 from digest.mailer import build_message
 from digest.ranking import MAX_KEYWORDS, Doc, Profile, Ranked, highlight_spans, merge_spans
 from digest.render import DigestContext, DigestItem, Rendered
-from digest.tokens import make_token
+from digest.tokens import Purpose, make_tokens
 
 
 class PaperFields(Protocol):
@@ -72,19 +72,19 @@ def links_for(settings: Settings, subscriber: ReaderFields, edition_id: str | No
     """Signed unsubscribe / preferences / view-in-browser URLs for one reader."""
     assert subscriber.id is not None
     base = settings.site.base_url.rstrip("/")
-
-    def token(purpose: str) -> str:
-        return make_token(
-            settings.secret_key,
-            purpose,  # type: ignore[arg-type]
-            subscriber_id=subscriber.id or 0,
-            version=subscriber.token_version,
-        )
-
+    purposes: tuple[Purpose, ...] = ("unsubscribe", "preferences")
+    if edition_id:
+        purposes += ("view",)
+    tokens = make_tokens(
+        settings.secret_key,
+        purposes,
+        subscriber_id=subscriber.id or 0,
+        version=subscriber.token_version,
+    )
     return Links(
-        unsubscribe=f"{base}/unsubscribe/{token('unsubscribe')}",
-        preferences=f"{base}/preferences/{token('preferences')}",
-        view=f"{base}/digest/{token('view')}/{edition_id}" if edition_id else None,
+        unsubscribe=f"{base}/unsubscribe/{tokens[0]}",
+        preferences=f"{base}/preferences/{tokens[1]}",
+        view=f"{base}/digest/{tokens[2]}/{edition_id}" if edition_id else None,
     )
 
 

@@ -291,6 +291,7 @@ def test_escape_text_escapes_as_markupsafe_does() -> None:
         text = "".join(rng.choice(alphabet) for _ in range(rng.randint(0, 30)))
         assert escape_text(text) == _escape_str(text) == _replace_specials(text) == escape(text)
         assert type(escape_text(text)) is str
+
     # the other values the templates meet give the characters markupsafe's escape gives
     class Html:
         def __html__(self) -> str:

@@ -29,7 +29,7 @@ from digest.db import make_engine
 from digest.models import Delivery, Paper, Subscriber
 from digest.render import Renderer
 from digest.sink import free_port, list_mail
-from digest.tokens import make_token, read_token
+from digest.tokens import make_token, make_tokens, read_token
 from digest.web import create_app
 
 with warnings.catch_warnings():
@@ -549,6 +549,16 @@ def test_tokens_are_itsdangerous_tokens() -> None:
         assert stock.loads(ours) == [sid, version]
         assert read_token(secret, "view", theirs) == (sid, version)
         assert make_token(secret, "preferences", subscriber_id=sid, version=version) != ours
+        for _ in range(3):  # several at once: each the token made for its purpose alone
+            many = make_tokens(secret, ("view", "unsubscribe"), subscriber_id=sid, version=version)
+            alone = [
+                make_token(secret, p, subscriber_id=sid, version=version)
+                for p in ("view", "unsubscribe")
+            ]
+            if many[0].split(".")[1] == alone[0].split(".")[1]:
+                break
+        assert list(many) == alone and alone[0] != alone[1]
+        assert read_token(secret, "unsubscribe", many[1]) == (sid, version)
     compressed = stock.dumps([7] * 100)  # zlib shrinks this one: itsdangerous marks it "."
     assert compressed.startswith(".")
     assert tokens._serializer(secret, "view").loads(compressed) == [7] * 100
