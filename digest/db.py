@@ -92,9 +92,7 @@ def insert_ignore_rows(
     if not rows:
         return
     dialect = conn.dialect
-    mark = _MARKS.get(dialect.paramstyle)
-    if mark is None:  # pragma: no cover - SQLite's and PostgreSQL's drivers have one of these
-        raise NotImplementedError(f"unsupported parameter style {dialect.paramstyle}")
+    mark = _mark(conn)
     table = table_of(model)
     quote = dialect.identifier_preparer.quote
     sql = (
@@ -102,6 +100,49 @@ def insert_ignore_rows(
         f"({', '.join(map(quote, columns))}) VALUES ({', '.join([mark] * len(columns))}) "
         f"ON CONFLICT ({', '.join(map(quote, conflict))}) DO NOTHING"
     )
+    conn.exec_driver_sql(sql, _converted(conn, table, columns, rows))
+
+
+def update_rows(
+    conn: Connection,
+    model: type[SQLModel],
+    columns: Sequence[str],
+    rows: Sequence[Sequence[Any]],
+    *,
+    key: str,
+    also: Mapping[str, str],
+) -> None:
+    """``UPDATE`` one row per tuple (hashable values for ``columns``, then the ``key`` column's
+    value that picks the row), straight through the driver's ``executemany``, converting the
+    values as insert_ignore_rows does. ``also`` sets more columns, the same for every row, to
+    SQL expressions (written by the caller, never from input: "NULL", "attempts + 1")."""
+    if not rows:
+        return
+    dialect = conn.dialect
+    mark = _mark(conn)
+    table = table_of(model)
+    quote = dialect.identifier_preparer.quote
+    sets = [f"{quote(name)} = {mark}" for name in columns]
+    sets += [f"{quote(name)} = {expression}" for name, expression in also.items()]
+    sql = (
+        f"UPDATE {dialect.identifier_preparer.format_table(table)} SET {', '.join(sets)} "
+        f"WHERE {quote(key)} = {mark}"
+    )
+    conn.exec_driver_sql(sql, _converted(conn, table, (*columns, key), rows))
+
+
+def _mark(conn: Connection) -> str:
+    mark = _MARKS.get(conn.dialect.paramstyle)
+    if mark is None:  # pragma: no cover - SQLite's and PostgreSQL's drivers have one of these
+        raise NotImplementedError(f"unsupported parameter style {conn.dialect.paramstyle}")
+    return mark
+
+
+def _converted(
+    conn: Connection, table: Table, columns: Sequence[str], rows: Sequence[Sequence[Any]]
+) -> list[tuple[Any, ...]]:
+    """``rows`` with each value converted by its column's type, once per distinct value."""
+    dialect = conn.dialect
     converters: list[tuple[int, Any, dict[Any, Any]]] = []
     for i, name in enumerate(columns):
         # the dialect's form of the type, as SQLAlchemy's own statements use it: on SQLite a
@@ -111,20 +152,20 @@ def insert_ignore_rows(
         process = table.c[name].type.dialect_impl(dialect).bind_processor(dialect)
         if process is not None:
             converters.append((i, process, {}))
-    if converters:
-        converted = []
-        for row in rows:
-            values = list(row)
-            for i, process, memo in converters:
-                value = values[i]
-                if value is not None:
-                    done = memo.get(value)
-                    if done is None:
-                        done = memo[value] = process(value)
-                    values[i] = done
-            converted.append(tuple(values))
-        rows = converted
-    conn.exec_driver_sql(sql, list(map(tuple, rows)))
+    if not converters:
+        return list(map(tuple, rows))
+    converted = []
+    for row in rows:
+        values = list(row)
+        for i, process, memo in converters:
+            value = values[i]
+            if value is not None:
+                done = memo.get(value)
+                if done is None:
+                    done = memo[value] = process(value)
+                values[i] = done
+        converted.append(tuple(values))
+    return converted
 
 
 _MARKS = {"qmark": "?", "format": "%s", "pyformat": "%s"}

@@ -8,8 +8,8 @@ from pathlib import Path
 import pytest
 from sqlmodel import Session, select
 
-from digest.db import insert_ignore_rows, make_engine
-from digest.models import Paper, SentPaper, Subscriber
+from digest.db import insert_ignore_rows, make_engine, update_rows
+from digest.models import Delivery, Paper, SentPaper, Subscriber
 
 
 @pytest.mark.parametrize("database", ["sqlite", "postgresql"])
@@ -61,4 +61,48 @@ def test_insert_ignore_rows_converts_like_the_orm_and_skips_clashes(
     with engine.connect() as conn:
         stored = conn.exec_driver_sql("SELECT sent_at FROM sentpaper ORDER BY paper_id").all()
     assert stored[0] == stored[1] == stored[3]
+    engine.dispose()
+
+
+@pytest.mark.parametrize("database", ["sqlite", "postgresql"])
+def test_update_rows_sets_values_like_the_orm_and_only_the_rows_named(
+    database: str, tmp_path: Path, request: pytest.FixtureRequest
+) -> None:
+    url = (
+        f"sqlite:///{tmp_path / 'db.sqlite'}"
+        if database == "sqlite"
+        else request.getfixturevalue("pg_url")
+    )
+    engine = make_engine(url)
+    at = datetime(2026, 11, 22, 9, 30, tzinfo=UTC).astimezone(tz=None)
+    with Session(engine) as session:
+        session.add(Subscriber(email="ada@example.org", keywords=["llm"]))
+        session.commit()
+        session.add_all(
+            [
+                Delivery(subscriber_id=1, edition=f"2026-11-{d}", attempts=2, last_error="x")
+                for d in (20, 21, 22)
+            ]
+        )
+        session.commit()
+    with engine.begin() as conn:
+        update_rows(
+            conn,
+            Delivery,
+            ("sent_at", "message_id", "paper_keys"),
+            [(at, "<a@x>", ("arxiv:1", "arxiv:2"), 1), (at, "<c@x>", (), 3)],
+            key="id",
+            also={"status": "'sent'", "attempts": "attempts + 1", "last_error": "NULL"},
+        )
+    with Session(engine) as session:
+        rows = session.exec(select(Delivery).order_by(Delivery.id)).all()
+        # the ORM, in the same database, finds the row by the time it was given
+        found = session.exec(select(Delivery).where(Delivery.sent_at == at)).all()
+    assert [(r.status, r.attempts, r.last_error, r.message_id, r.paper_keys) for r in rows] == [
+        ("sent", 3, None, "<a@x>", ["arxiv:1", "arxiv:2"]),
+        ("queued", 2, "x", None, []),
+        ("sent", 3, None, "<c@x>", []),
+    ]
+    assert rows[0].sent_at == rows[2].sent_at == at and rows[1].sent_at is None
+    assert [r.id for r in found] == [1, 3]
     engine.dispose()
