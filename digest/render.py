@@ -527,6 +527,8 @@ class Renderer:
         # reasons' parts (few, used all the time), so clearing the one keeps the other.
         self._snippets: dict[tuple[Any, ...], Any] = {}
         self._parts: dict[tuple[Any, ...], Any] = {}
+        # each template once loaded, with its globals as a plain dict (see _render)
+        self._loaded: dict[tuple[str, bool], tuple[jinja2.Template, dict[str, Any]]] = {}
 
     @classmethod
     def create(
@@ -562,8 +564,21 @@ class Renderer:
             raise TemplateError(f"template {name}: {e}") from e
 
     def _render(self, name: str, values: Mapping[str, Any], *, raw: bool = False) -> str:
+        # Template.render(values) as Jinja does it, but for two steps it takes per call: it
+        # looks the template up in the environment, and it merges the template's globals (a
+        # ChainMap, iterated in Python) into the values. Both are done here once per
+        # template; the context is the same.
+        loaded = self._loaded.get((name, raw))
+        if loaded is None:
+            template = self._template(name, raw=raw)
+            loaded = self._loaded[name, raw] = (template, dict(template.globals))
+        template, globals_ = loaded
         try:
-            return self._template(name, raw=raw).render(values)
+            context = template.new_context({**globals_, **values}, shared=True)
+            try:
+                return template.environment.concat(template.root_render_func(context))
+            except Exception:
+                template.environment.handle_exception()
         except jinja2.TemplateError as e:
             raise TemplateError(f"template {name}: {e}") from e
 
