@@ -635,21 +635,16 @@ class _ComposeProcess:
         except OSError as e:  # BrokenPipeError: it has gone
             raise self._ended() from e
 
-    def results(self, report: SendReport) -> Iterator[_Job]:
-        """The messages of the oldest submitted chunk, counting what was skipped or failed."""
-        while True:
-            try:
-                kind, value, error = self.conn.recv()
-            except (EOFError, OSError) as e:
-                raise self._ended() from e
-            if kind == "job":
-                yield value
-            elif kind == "count":
-                report.count(value, error)
-            elif kind == "error":
-                raise DigestError(f"composing a chunk failed: {value}; {self._leased}")
-            else:
-                return
+    def message(self) -> tuple[str, Any, str | None]:
+        """The next message: ("job", job, None), ("count", status, error), ("error",
+        description, None), or ("done", None, None) at the end of a chunk."""
+        try:
+            message: tuple[str, Any, str | None] = self.conn.recv()
+        except (EOFError, OSError) as e:
+            raise self._ended() from e
+        if message[0] == "error":
+            raise DigestError(f"composing a chunk failed: {message[1]}; {self._leased}")
+        return message
 
     def _ended(self) -> DigestError:
         try:
@@ -660,15 +655,81 @@ class _ComposeProcess:
             f"the composing process ended unexpectedly (exit code {code}); {self._leased}"
         )
 
-    def close(self) -> None:
+    def close(self, *, abandon: bool = False) -> None:
+        """Let the process end once it has composed what it was given; ``abandon``: end it
+        now (the send failed or was interrupted: what it still held stays leased)."""
         with contextlib.suppress(BrokenPipeError, OSError):
             self.conn.send(None)
         try:
-            self.process.wait(timeout=30)
+            self.process.wait(timeout=0 if abandon else 30)
         except subprocess.TimeoutExpired:
             self.process.kill()
             self.process.wait()
         self.conn.close()
+
+
+class _ComposedFeed:
+    """The senders' messages when a composing process makes them: each sender reads the next
+    one from the pipe itself (one sender at a time), and the one that reads the end of a
+    chunk claims and submits another, so that one chunk is composed while the one before it
+    is sent. A thread that read the pipe and handed each message on to the senders through a
+    queue cost ~0.05 ms of CPU a message in the queue alone, and woke two or three times a
+    message.
+    """
+
+    def __init__(
+        self,
+        composer: _ComposeProcess,
+        claim: Callable[[], tuple[list[int], datetime]],
+        report: SendReport,
+        *,
+        stopping: Callable[[], bool],
+        release: Callable[[_Job], None],
+    ) -> None:
+        self.composer, self.claim, self.report = composer, claim, report
+        self.stopping, self.release = stopping, release
+        self.lock = threading.Lock()
+        self.pending = 0  # chunks submitted whose end is not read yet
+        self.failure: BaseException | None = None
+
+    def start(self) -> None:
+        """Submit the first two chunks (the second is composed while the first is sent)."""
+        with self.lock:
+            for _ in range(2):
+                self._submit()
+
+    def _submit(self) -> None:
+        if self.failure is not None or self.stopping():
+            return
+        try:
+            ids, now = self.claim()
+            if ids:
+                self.composer.submit(ids, now)
+                self.pending += 1
+        except Exception as e:  # deliver raises it once the senders are done
+            self.failure = e
+
+    def next(self) -> _Job | None:
+        """The next message to send, or None once every chunk is read (or has failed). A
+        message read while the send is stopping is released, not returned."""
+        with self.lock:
+            while self.pending and self.failure is None:
+                try:
+                    kind, value, error = self.composer.message()
+                except DigestError as e:
+                    self.failure = e
+                    break
+                if kind == "job":
+                    if self.stopping():
+                        self.release(value)
+                        continue
+                    return value  # type: ignore[no-any-return]
+                if kind == "count":
+                    self.report.count(value, error)
+                    continue
+                self.pending -= 1  # "done"
+                self._submit()
+            return None
 
 
 def _record_sent(engine: Engine, sent: Sequence[tuple[_Job, datetime]], report: SendReport) -> None:
@@ -929,7 +990,7 @@ def deliver(
         with SmtpTransport(
             settings.smtp, host_override=smtp_host, port_override=smtp_port
         ) as transport:
-            while (job := jobs.get()) is not None:
+            while (job := next_job()) is not None:
                 if abort.is_set():
                     _release(engine, job.delivery_id, owner=owner)
                     continue
@@ -980,27 +1041,45 @@ def deliver(
     # by default) per reply and four replies a message. A shorter interval during the send
     # (restored after) lets them go on sooner: +15% messages/s at the same CPU, measured with
     # bench/run_scale.py.
+    interrupted = threading.Event()  # the command itself was interrupted (Ctrl-C)
+
+    def stopping() -> bool:
+        return abort.is_set() or interrupted.is_set() or bool(stop and stop.is_set())
+
+    def feed(batch: Iterable[_Job]) -> None:
+        for job in batch:
+            if stopping():
+                _release(engine, job.delivery_id, owner=owner)
+            else:
+                jobs.put(job)
+
+    def claim_next() -> tuple[list[int], datetime]:
+        now = clock()
+        return claim_ids(engine, settings, owner=owner, now=now), now
+
+    composer = None
+    composed = None
+    ended = False  # the senders were told that no more messages come
+    next_job: Callable[[], _Job | None] = jobs.get
     with _send_tuning():
-        for t in threads:
-            t.start()
-
-        def feed(batch: Iterable[_Job]) -> None:
-            for job in batch:
-                if abort.is_set() or (stop and stop.is_set()):
-                    _release(engine, job.delivery_id, owner=owner)
-                else:
-                    jobs.put(job)
-
-        composer = None
         try:
             if _compose_elsewhere(engine, settings, renderer, now=clock(), owner=owner):
                 assert renderer.source is not None
                 composer = _ComposeProcess(settings, renderer.source)
-            submitted = False  # a chunk is with the composer, its messages not yet read
-            while not abort.is_set() and not (stop and stop.is_set()):
-                now = clock()
-                ids = claim_ids(engine, settings, owner=owner, now=now)
-                if composer is None:
+                composed = _ComposedFeed(
+                    composer,
+                    claim_next,
+                    report,
+                    stopping=stopping,
+                    release=lambda job: _release(engine, job.delivery_id, owner=owner),
+                )
+                composed.start()
+                next_job = composed.next
+            for t in threads:
+                t.start()
+            if composed is None:  # compose here, the senders fed through the queue
+                while not stopping():
+                    ids, now = claim_next()
                     if not ids:
                         break
                     deliveries = _due_deliveries(engine, ids)
@@ -1009,26 +1088,30 @@ def deliver(
                             engine, settings, renderer, cache, deliveries, report, now=now
                         )
                     )
-                    continue
-                if ids:
-                    composer.submit(ids, now)  # composed while the previous chunk is sent
-                if submitted:
-                    feed(composer.results(report))
-                submitted = bool(ids)
-                if not ids:
-                    break
-            if composer is not None and submitted:
-                feed(composer.results(report))  # stopped: released, not sent
-        finally:
-            if composer is not None:
-                composer.close()
-            for _ in range(settings.smtp.connections):
-                jobs.put(None)
+                ended = True
+                for _ in range(settings.smtp.connections):
+                    jobs.put(None)
             for t in threads[:-1]:
                 t.join()
+        except BaseException:
+            interrupted.set()  # what is still to come is released, not sent
+            raise
+        finally:
+            if composed is None and not ended:
+                for _ in range(settings.smtp.connections):
+                    jobs.put(None)
+            for t in threads[:-1]:
+                if t.ident is not None:  # started
+                    t.join()
+            if composer is not None:
+                failed = composed is None or composed.failure is not None
+                composer.close(abandon=failed or interrupted.is_set())
             recorder.close()
             finished.set()
-            threads[-1].join()
+            if threads[-1].ident is not None:
+                threads[-1].join()
+    if composed is not None and composed.failure is not None:
+        raise composed.failure
     return report
 
 

@@ -24,6 +24,7 @@ from digest.config import Settings
 from digest.db import make_engine
 from digest.errors import DigestError
 from digest.ingest import SourceSpec, ingest
+from digest.mailer import SmtpTransport
 from digest.models import Delivery, SentPaper
 from digest.render import Renderer
 
@@ -466,3 +467,52 @@ def test_a_chunk_that_fails_to_compose_sends_what_was_composed_and_keeps_the_res
     with Session(engine) as session:
         statuses = sorted(d.status for d in session.exec(select(Delivery)).all())
     assert statuses == ["sending"] * 3 + ["sent"] * 7
+
+
+@pytest.mark.parametrize("composing_process", [False, True])
+def test_a_stopped_send_gives_back_what_it_did_not_send(
+    settings: Settings,
+    tmp_path: Path,
+    shared: Path,
+    smtp_server: Any,
+    monkeypatch: pytest.MonkeyPatch,
+    composing_process: bool,
+) -> None:
+    """A send told to stop (the scheduler's shutdown) ends soon, and leaves every digest it did
+    not send due again, not leased: the next send sends each of those once."""
+    controller, handler = smtp_server
+    base, engine = _ten_readers_composed_elsewhere(settings, tmp_path, shared, monkeypatch)
+    base = dataclasses.replace(
+        base,
+        delivery=dataclasses.replace(base.delivery, compose_process_from=int(composing_process)),
+    )
+    at = datetime.now(UTC)
+    outbox.plan(engine, base, now=at)
+    stop = threading.Event()
+    real_send = SmtpTransport.send
+
+    def send_then_stop(self: SmtpTransport, *args: Any, **kwargs: Any) -> None:
+        real_send(self, *args, **kwargs)
+        stop.set()  # once the first message is accepted
+
+    monkeypatch.setattr(SmtpTransport, "send", send_then_stop)
+    report = outbox.deliver(
+        engine,
+        relay(base, controller),
+        renderer=Renderer.create(),
+        clock=lambda: at,
+        stop=stop,
+    )
+    monkeypatch.setattr(SmtpTransport, "send", real_send)
+    with Session(engine) as session:
+        statuses = [d.status for d in session.exec(select(Delivery)).all()]
+    assert stop.is_set() and 1 <= report.sent == statuses.count("sent") == len(parsed(handler))
+    assert statuses.count("sent") + statuses.count("queued") == 10  # none left leased
+    if composing_process:  # each sender holds one message at most when it stops
+        assert report.sent <= base.smtp.connections
+    again = outbox.deliver(
+        engine, relay(base, controller), renderer=Renderer.create(), clock=lambda: at
+    )
+    assert report.sent + again.sent == 10
+    everyone = [str(m["To"]) for m in parsed(handler)]
+    assert sorted(everyone) == sorted(f"reader{i}@example.org" for i in range(10))
