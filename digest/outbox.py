@@ -1036,11 +1036,6 @@ def deliver(
         for i in range(settings.smtp.connections)
     ]
     threads.append(threading.Thread(target=heartbeat, name="digest-lease", daemon=True))
-    # The senders spend their time waiting for the server's replies; each reply wakes one,
-    # which then waits for the GIL while this thread composes, up to the switch interval (5 ms
-    # by default) per reply and four replies a message. A shorter interval during the send
-    # (restored after) lets them go on sooner: +15% messages/s at the same CPU, measured with
-    # bench/run_scale.py.
     interrupted = threading.Event()  # the command itself was interrupted (Ctrl-C)
 
     def stopping() -> bool:
@@ -1061,6 +1056,11 @@ def deliver(
     composed = None
     ended = False  # the senders were told that no more messages come
     next_job: Callable[[], _Job | None] = jobs.get
+    # The senders spend their time waiting for the server's replies; each reply wakes one,
+    # which then waits for the GIL while another thread composes or records, up to the switch
+    # interval (5 ms by default) per reply and four replies a message. A shorter interval
+    # during the send (restored after) lets them go on sooner: +15% messages/s at the same
+    # CPU, measured with bench/run_scale.py.
     with _send_tuning():
         try:
             if _compose_elsewhere(engine, settings, renderer, now=clock(), owner=owner):
