@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from typing import Any
 
 from sqlalchemy import Table, event
@@ -91,12 +91,9 @@ def insert_ignore_rows(
     """
     if not rows:
         return
-    dialect = conn.dialect
-    mark = _mark(conn)
-    table = table_of(model)
-    quote = dialect.identifier_preparer.quote
+    table, name, quote, mark = _statement_parts(conn, model)
     sql = (
-        f"INSERT INTO {dialect.identifier_preparer.format_table(table)} "
+        f"INSERT INTO {name} "
         f"({', '.join(map(quote, columns))}) VALUES ({', '.join([mark] * len(columns))}) "
         f"ON CONFLICT ({', '.join(map(quote, conflict))}) DO NOTHING"
     )
@@ -118,24 +115,23 @@ def update_rows(
     SQL expressions (written by the caller, never from input: "NULL", "attempts + 1")."""
     if not rows:
         return
-    dialect = conn.dialect
-    mark = _mark(conn)
-    table = table_of(model)
-    quote = dialect.identifier_preparer.quote
-    sets = [f"{quote(name)} = {mark}" for name in columns]
-    sets += [f"{quote(name)} = {expression}" for name, expression in also.items()]
-    sql = (
-        f"UPDATE {dialect.identifier_preparer.format_table(table)} SET {', '.join(sets)} "
-        f"WHERE {quote(key)} = {mark}"
-    )
+    table, name, quote, mark = _statement_parts(conn, model)
+    sets = [f"{quote(column)} = {mark}" for column in columns]
+    sets += [f"{quote(column)} = {expression}" for column, expression in also.items()]
+    sql = f"UPDATE {name} SET {', '.join(sets)} WHERE {quote(key)} = {mark}"
     conn.exec_driver_sql(sql, _converted(conn, table, (*columns, key), rows))
 
 
-def _mark(conn: Connection) -> str:
+def _statement_parts(
+    conn: Connection, model: type[SQLModel]
+) -> tuple[Table, str, Callable[[str], str], str]:
+    """The table, its quoted name, the identifier quoting and the driver's parameter mark."""
+    preparer = conn.dialect.identifier_preparer
     mark = _MARKS.get(conn.dialect.paramstyle)
     if mark is None:  # pragma: no cover - SQLite's and PostgreSQL's drivers have one of these
         raise NotImplementedError(f"unsupported parameter style {conn.dialect.paramstyle}")
-    return mark
+    table = table_of(model)
+    return table, preparer.format_table(table), preparer.quote, mark
 
 
 def _converted(

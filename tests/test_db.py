@@ -12,15 +12,15 @@ from digest.db import insert_ignore_rows, make_engine, update_rows
 from digest.models import Delivery, Paper, SentPaper, Subscriber
 
 
-@pytest.mark.parametrize("database", ["sqlite", "postgresql"])
-def test_insert_ignore_rows_converts_like_the_orm_and_skips_clashes(
-    database: str, tmp_path: Path, request: pytest.FixtureRequest
-) -> None:
-    url = (
-        f"sqlite:///{tmp_path / 'db.sqlite'}"
-        if database == "sqlite"
-        else request.getfixturevalue("pg_url")
-    )
+@pytest.fixture(params=["sqlite", "postgresql"])
+def url(request: pytest.FixtureRequest, tmp_path: Path) -> str:
+    """A new database of each kind (PostgreSQL: the one .ci/run starts)."""
+    if request.param == "sqlite":
+        return f"sqlite:///{tmp_path / 'db.sqlite'}"
+    return str(request.getfixturevalue("pg_url"))
+
+
+def test_insert_ignore_rows_converts_like_the_orm_and_skips_clashes(url: str) -> None:
     engine = make_engine(url)
     with Session(engine) as session:
         session.add(Subscriber(email="ada@example.org", keywords=["llm"]))
@@ -64,15 +64,7 @@ def test_insert_ignore_rows_converts_like_the_orm_and_skips_clashes(
     engine.dispose()
 
 
-@pytest.mark.parametrize("database", ["sqlite", "postgresql"])
-def test_update_rows_sets_values_like_the_orm_and_only_the_rows_named(
-    database: str, tmp_path: Path, request: pytest.FixtureRequest
-) -> None:
-    url = (
-        f"sqlite:///{tmp_path / 'db.sqlite'}"
-        if database == "sqlite"
-        else request.getfixturevalue("pg_url")
-    )
+def test_update_rows_sets_values_like_the_orm_and_only_the_rows_named(url: str) -> None:
     engine = make_engine(url)
     at = datetime(2026, 11, 22, 9, 30, tzinfo=UTC).astimezone(tz=None)
     with Session(engine) as session:

@@ -137,22 +137,22 @@ def test_send_twice_sends_nothing_twice(seeded: Settings, smtp_server: Any) -> N
 
 
 def test_claims_lease_each_delivery_to_one_owner(seeded: Settings) -> None:
-    # claim_ids (a sending process with a composing process) and claim (without) lease alike
+    # each claim leases what no other owner holds
     engine = make_engine(seeded.database.url)
     for i in range(7):
         subscribe(seeded, f"r{i}@example.org", "quantization")
     now = datetime.now(UTC)
     assert outbox.plan(engine, seeded, now=now) == 7
     first = outbox.claim_ids(engine, seeded, owner="a", now=now, limit=3)
-    second = outbox.claim(engine, seeded, owner="b", now=now, limit=3)
+    second = outbox.claim_ids(engine, seeded, owner="b", now=now, limit=3)
     third = outbox.claim_ids(engine, seeded, owner="c", now=now)
     assert outbox.claim_ids(engine, seeded, owner="d", now=now) == []
     every = sorted(d.id or 0 for d in _deliveries(seeded))
-    assert first + [d.id for d in second] + third == every
+    assert first + second + third == every
     assert (len(first), len(second), len(third)) == (3, 3, 1)
     owners = {d.id: (d.status, d.lease_owner) for d in _deliveries(seeded)}
     assert {owners[i] for i in first} == {("sending", "a")}
-    assert {owners[d.id] for d in second} == {("sending", "b")}
+    assert {owners[i] for i in second} == {("sending", "b")}
     assert [owners[i] for i in third] == [("sending", "c")]
 
 
