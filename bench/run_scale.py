@@ -217,7 +217,8 @@ def run_mails(config: Path, workdir: Path, n: int, seed: int) -> list[Mail]:
     are longer on average than send_speed's 10-paper ones: its ceiling on its own messages is
     the one that bounds it.
     """
-    from digest import outbox
+    from digest import delivery
+    from digest.delivery.compose import Composing, EditionCache, compose_chunk, due_deliveries
     from digest.render import Renderer
 
     copy = workdir / "ceiling-copy.db"
@@ -229,15 +230,15 @@ def run_mails(config: Path, workdir: Path, n: int, seed: int) -> list[Mail]:
     with sqlite3.connect(copy) as conn:
         ids = [row[0] for row in conn.execute("SELECT id FROM subscriber WHERE status = 'active'")]
     now = utcnow()
-    outbox.plan(engine, settings, now=now, subscriber_ids=random.Random(seed).sample(ids, n))
+    delivery.plan(engine, settings, now=now, subscriber_ids=random.Random(seed).sample(ids, n))
     renderer = Renderer.create(snippet_chars=settings.digest.snippet_chars)
-    cache = outbox._EditionCache(engine, settings)
+    composing = Composing(
+        engine=engine, settings=settings, renderer=renderer, cache=EditionCache(engine, settings)
+    )
     mails = []
-    while ids := outbox.claim_ids(engine, settings, owner="bench", now=now):
-        chunk = outbox._due_deliveries(engine, ids)
-        for job in outbox._compose_chunk(
-            engine, settings, renderer, cache, chunk, outbox.SendReport(), now=now
-        ):
+    while ids := delivery.claim_ids(engine, settings, owner="bench", now=now):
+        chunk = due_deliveries(engine, ids)
+        for job in compose_chunk(composing, chunk, delivery.SendReport(), now=now):
             mails.append(Mail(to=job.to_addr, data=job.data))
     engine.dispose()
     copy.unlink()

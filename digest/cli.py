@@ -22,7 +22,7 @@ import click
 from sqlalchemy.engine import Engine
 from sqlmodel import Session, col, select
 
-from digest import __version__, outbox, subscribers
+from digest import __version__, delivery, subscribers
 from digest import edition as editions
 from digest import status as status_mod
 from digest.config import Settings, ensure_secret, load_settings
@@ -32,7 +32,7 @@ from digest.ingest import IngestReport, ingest, specs_from
 from digest.models import Paper, Source, Subscriber, utcnow
 from digest.ranking import Doc, Index, Profile, parse_keywords
 from digest.render import Renderer
-from digest.sink import Sink, list_mail
+from digest.sink import list_mail
 
 F = TypeVar("F", bound=Callable[..., Any])
 
@@ -431,18 +431,7 @@ def rank_cmd(
         click.echo(f"{i:>2}. [{r.score:.2f}] {papers[r.key].title}\n    {r.reason()}")
 
 
-def _sink_or_relay(app: App) -> tuple[Sink | None, str | None, int | None]:
-    if app.settings.smtp.host:
-        return None, None, None
-    sink = Sink(
-        app.settings.path(app.settings.sink.maildir),
-        host=app.settings.sink.host,
-        port=app.settings.sink.port,
-    )
-    return sink, sink.host, sink.port
-
-
-def _run_send(app: App, *, dry_run: bool) -> outbox.SendReport | None:
+def _run_send(app: App, *, dry_run: bool) -> delivery.SendReport | None:
     renderer = Renderer.create(snippet_chars=app.settings.digest.snippet_chars)
     now = utcnow()
     if dry_run:
@@ -455,35 +444,26 @@ def _run_send(app: App, *, dry_run: bool) -> outbox.SendReport | None:
             f"Would plan edition {daily.id} for {active} active subscriber(s) and send every due digest."
         )
         return None
-    sink, host, port = _sink_or_relay(app)
-    if sink is not None:
-        sink.start()
-    try:
+    delivery.tune_for_sending()
+    mailroom = delivery.mailroom_for(app.settings)
+    with mailroom:
         with Session(app.engine) as session:
             pending = len(
                 session.exec(select(Subscriber.id).where(Subscriber.status == "active")).all()
             )
         with _bar(pending, "Sending") as advance:
-            report = outbox.send(
+            report = delivery.send(
                 app.engine,
                 app.settings,
                 renderer=renderer,
                 now=now,
-                smtp_host=host,
-                smtp_port=port,
+                mailroom=mailroom,
                 progress=advance,
             )
-    finally:
-        if sink is not None:
-            sink.stop()
-    where = (
-        f"the embedded SMTP sink (Maildir {app.settings.path(app.settings.sink.maildir)})"
-        if sink is not None
-        else f"{app.settings.smtp.host}:{app.settings.smtp.port}"
-    )
     click.echo(
         f"Send: {report.sent} sent, {report.skipped} skipped (nothing matched or not active), "
-        f"{report.failed} failed (will retry), {report.bounced} bounced — via {where}."
+        f"{report.failed} failed (will retry), {report.bounced} bounced — via "
+        f"{mailroom.description}."
     )
     for err in report.errors[:10]:
         click.secho(f"  ✗ {err}", fg="red", err=True)
@@ -525,7 +505,7 @@ def preview_cmd(
     zone = app.settings.zone
     when = day.date() if day else utcnow().astimezone(zone).date()
     ed = editions.weekly(when, zone) if sub.frequency == "weekly" else editions.daily(when, zone)
-    subject, html, ranked = outbox.preview(
+    subject, html, ranked = delivery.preview(
         app.engine,
         app.settings,
         renderer=Renderer.create(snippet_chars=app.settings.digest.snippet_chars),
@@ -685,15 +665,12 @@ def serve_cmd(app: App, host: str | None, port: int | None, schedule: bool) -> N
     settings = app.settings
     host = host or settings.web.host
     port = port or settings.web.port
-    mail = (
-        f"{settings.smtp.host}:{settings.smtp.port}"
-        if settings.smtp.host
-        else f"the embedded SMTP sink (Maildir {settings.path(settings.sink.maildir)})"
-    )
+    # one place for all of the process's mail: the web app's, the replies' and the digests'
+    mailroom = delivery.mailroom_for(settings)
     stop = threading.Event()
     server = uvicorn.Server(
         uvicorn.Config(
-            create_app(settings, app.engine),
+            create_app(settings, app.engine, mailroom=mailroom),
             host=host,
             port=port,
             # A base_url with a path (https://example.org/digest) is served under that prefix.
@@ -715,25 +692,22 @@ def serve_cmd(app: App, host: str | None, port: int | None, schedule: bool) -> N
     # Installed first, so that a SIGTERM at any point of the start-up stops the whole.
     signal.signal(signal.SIGTERM, on_sigterm)
     click.echo(f"Serving on http://{host}:{port}/ (public address {settings.site.base_url})")
-    click.echo(f"Mail goes via {mail}.")
+    click.echo(f"Mail goes via {mailroom.description}.")
     scheduler = None
     inbound = None
-    sink, smtp_host, smtp_port = _sink_or_relay(app) if schedule else (None, None, None)
-    if sink is not None:
-        sink.start()
+    mailroom.start()
     try:
         if settings.inbound.enabled:
             from digest.inbound import create_server
 
-            inbound = create_server(settings, app.engine).start()
+            inbound = create_server(settings, app.engine, mailroom=mailroom).start()
             _echo_inbound(inbound.host, inbound.port, inbound.addresses)
         if schedule:
             scheduler = build_scheduler(
                 settings,
                 app.engine,
                 renderer=Renderer.create(snippet_chars=settings.digest.snippet_chars),
-                smtp_host=smtp_host,
-                smtp_port=smtp_port,
+                mailroom=mailroom,
                 stop=stop,
             )
             scheduler.start()
@@ -751,8 +725,7 @@ def serve_cmd(app: App, host: str | None, port: int | None, schedule: bool) -> N
             inbound.stop()
         if scheduler is not None:
             scheduler.shutdown(wait=True)
-        if sink is not None:
-            sink.stop()
+        mailroom.stop()
 
 
 def _echo_inbound(host: str, port: int, addresses: tuple[str, ...]) -> None:
@@ -794,12 +767,7 @@ def inbound_cmd(app: App, host: str | None, port: int | None) -> None:
     server = create_server(settings, app.engine).start()
     try:
         _echo_inbound(server.host, server.port, server.addresses)
-        mail = (
-            f"{settings.smtp.host}:{settings.smtp.port}"
-            if settings.smtp.host
-            else f"the embedded SMTP sink (Maildir {settings.path(settings.sink.maildir)})"
-        )
-        click.echo(f"Replies go via {mail}.")
+        click.echo(f"Replies go via {server.processor.mailroom.description}.")
         while not stop.wait(1.0):
             pass
     finally:
@@ -833,19 +801,12 @@ def worker_cmd(app: App, once: bool, poll: float) -> None:
     for sig in (signal.SIGTERM, signal.SIGINT):
         signal.signal(sig, lambda *_: stop.set())
     renderer = Renderer.create(snippet_chars=app.settings.digest.snippet_chars)
-    sink, host, port = _sink_or_relay(app)
-    if sink is not None:
-        sink.start()
-    total = outbox.SendReport()
-    try:
+    delivery.tune_for_sending()
+    total = delivery.SendReport()
+    with delivery.mailroom_for(app.settings) as mailroom:
         while not stop.is_set():
-            report = outbox.deliver(
-                app.engine,
-                app.settings,
-                renderer=renderer,
-                smtp_host=host,
-                smtp_port=port,
-                stop=stop,
+            report = delivery.deliver(
+                app.engine, app.settings, renderer=renderer, mailroom=mailroom, stop=stop
             )
             for key in ("sent", "skipped", "failed", "bounced"):
                 setattr(total, key, getattr(total, key) + getattr(report, key))
@@ -853,9 +814,6 @@ def worker_cmd(app: App, once: bool, poll: float) -> None:
                 break
             if not any(report.as_counts().values()):
                 stop.wait(poll)
-    finally:
-        if sink is not None:
-            sink.stop()
     click.echo(f"Worker: {status_mod.counts_line(total.as_counts())}.")
 
 
@@ -871,7 +829,7 @@ def status_cmd(app: App, email: str | None) -> None:
     now = utcnow()
     if email:
         sub = subscribers.get(app.engine, email)
-        st = status_mod.reader_status(app.engine, sub, now=now)
+        st = status_mod.reader_status(app.engine, app.settings, sub, now=now)
         schedule = (
             f"weekly on {calendar.day_name[sub.weekday]}" if sub.frequency == "weekly" else "daily"
         )

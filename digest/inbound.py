@@ -64,8 +64,10 @@ from sqlalchemy.engine import Engine
 from sqlmodel import Session as DbSession
 from sqlmodel import select
 
-from digest.compose import links_for
 from digest.config import Settings
+from digest.delivery.compose import links_for
+from digest.delivery.transports import Envelope as MailEnvelope
+from digest.delivery.transports import Mailroom, mailroom_for
 from digest.errors import DigestError, SendError, SubscriberError
 from digest.mailer import DkimSigner, new_message_id
 from digest.models import Subscriber, utcnow
@@ -79,7 +81,6 @@ from digest.tokens import MAX_AGE
 from digest.web import (
     WEEKDAYS,
     Outgoing,
-    Postman,
     confirm_url,
     release_mail_slot,
 )
@@ -556,14 +557,14 @@ class CommandProcessor:
         engine: Engine,
         *,
         clock: Callable[[], datetime] = utcnow,
-        postman: Postman | None = None,
+        mailroom: Mailroom | None = None,
     ) -> None:
         if not settings.secret_key:
             raise ValueError("email commands need a signing secret (see config.ensure_secret)")
         self.settings = settings
         self.engine = engine
         self.clock = clock
-        self.postman = postman or Postman(settings)
+        self.mailroom = mailroom or mailroom_for(settings)
         self.roles = command_addresses(settings)
         self.limiter = ReplyLimiter(settings.inbound.replies_per_hour)
         self.signer = DkimSigner.from_settings(settings.dkim, base_dir=settings.base_dir)
@@ -917,7 +918,7 @@ class CommandProcessor:
         else:
             try:
                 data = self.build(reply, to=ascii_to, from_addr=from_addr, original=original)
-                self.postman.send(ascii_to, data)
+                self.mailroom.send(MailEnvelope(self.settings.smtp.from_address, ascii_to), data)
             except SendError as e:
                 log.error("event=reply-failed to=%s error=%r", ascii_to, str(e))
             else:
@@ -1012,9 +1013,10 @@ class InboundServer:
         engine: Engine,
         *,
         clock: Callable[[], datetime] = utcnow,
+        mailroom: Mailroom | None = None,
     ) -> None:
         inbound = settings.inbound
-        self.processor = CommandProcessor(settings, engine, clock=clock)
+        self.processor = CommandProcessor(settings, engine, clock=clock, mailroom=mailroom)
         self.addresses = tuple(self.processor.roles)
         self.host = inbound.host
         self.port = inbound.port or free_port(inbound.host)
@@ -1033,14 +1035,14 @@ class InboundServer:
 
     def start(self) -> InboundServer:
         """Listen, and start the worker; DigestError when the port cannot be had."""
-        self.processor.postman.start()
+        self.processor.mailroom.start()
         self._worker = threading.Thread(target=self._work, name="digest-inbound", daemon=True)
         self._worker.start()
         try:
             self._controller.start()
         except (OSError, RuntimeError, TimeoutError) as e:
             self._stop_worker()
-            self.processor.postman.stop()
+            self.processor.mailroom.stop()
             raise DigestError(
                 f"cannot run the inbound SMTP server on {self.host}:{self.port}: {e}"
             ) from e
@@ -1051,7 +1053,7 @@ class InboundServer:
         """Stop listening, finish the queued mail, stop the worker."""
         self._controller.stop()
         self._stop_worker()
-        self.processor.postman.stop()
+        self.processor.mailroom.stop()
 
     def _stop_worker(self) -> None:
         worker, self._worker = self._worker, None
@@ -1096,7 +1098,12 @@ class InboundServer:
 
 
 def create_server(
-    settings: Settings, engine: Engine, *, clock: Callable[[], datetime] = utcnow
+    settings: Settings,
+    engine: Engine,
+    *,
+    clock: Callable[[], datetime] = utcnow,
+    mailroom: Mailroom | None = None,
 ) -> InboundServer:
-    """The inbound server for one configuration and database (not started)."""
-    return InboundServer(settings, engine, clock=clock)
+    """The inbound server for one configuration and database (not started); replies go
+    through ``mailroom``, else the settings' own."""
+    return InboundServer(settings, engine, clock=clock, mailroom=mailroom)

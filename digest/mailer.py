@@ -7,11 +7,7 @@ with the email library's encoders (``email.utils.formataddr``, ``email.base64mim
 words), so a message costs a few percent of an ``EmailMessage`` (~5 ms).
 :func:`build_message_reference` is the ``EmailMessage`` version, kept so that tests and
 benchmarks can check the fast one against it; tests/test_mailer.py proves the output with the
-stdlib parser.
-
-:class:`SmtpTransport` keeps one SMTP connection open across messages and turns every
-failure into :class:`~digest.errors.SendError`, ``permanent`` only for a 5xx answer to a
-recipient or its data.
+stdlib parser. Sending is :mod:`digest.delivery.transports`' work.
 """
 
 from __future__ import annotations
@@ -22,9 +18,7 @@ import functools
 import random
 import re
 import secrets
-import smtplib
-import ssl
-from collections.abc import Callable, Mapping
+from collections.abc import Mapping
 from datetime import UTC, datetime
 from email import base64mime
 from email.headerregistry import Address
@@ -32,11 +26,10 @@ from email.message import EmailMessage
 from email.policy import SMTP as SMTP_POLICY
 from email.utils import format_datetime, formataddr
 from pathlib import Path
-from types import TracebackType
 
 import dkim
 
-from digest.config import DkimSettings, SmtpSettings
+from digest.config import DkimSettings
 from digest.errors import ConfigError, SendError
 
 CRLF = b"\r\n"
@@ -502,238 +495,6 @@ def build_message_reference(
     msg.set_content(text.replace("\r\n", "\n").replace("\r", "\n"))
     msg.add_alternative(html.replace("\r\n", "\n").replace("\r", "\n"), subtype="html")
     return msg.as_bytes(policy=SMTP_POLICY)
-
-
-def _text(reply: bytes | str) -> str:
-    return (reply.decode("utf-8", "replace") if isinstance(reply, bytes) else reply)[:300]
-
-
-class SmtpTransport:
-    """One reusable SMTP connection; not thread-safe (use one per worker thread).
-
-    The connection opens at the first :meth:`send` and stays open until :meth:`close`.
-    """
-
-    def __init__(
-        self,
-        settings: SmtpSettings,
-        *,
-        host_override: str | None = None,
-        port_override: int | None = None,
-    ) -> None:
-        self.settings = settings
-        self.host = host_override or settings.host
-        self.port = port_override or settings.port
-        self._smtp: smtplib.SMTP | None = None
-        self.connections_opened = 0
-
-    def __enter__(self) -> SmtpTransport:
-        return self
-
-    def __exit__(
-        self,
-        exc_type: type[BaseException] | None,
-        exc: BaseException | None,
-        tb: TracebackType | None,
-    ) -> None:
-        self.close()
-
-    def _where(self) -> str:
-        return f"{self.host}:{self.port}"
-
-    def _connect(self) -> smtplib.SMTP:
-        s = self.settings
-        if not self.host:
-            raise SendError("no SMTP host configured (start the sink or set [smtp] host)")
-        context = ssl.create_default_context()
-        smtp: smtplib.SMTP | None = None
-        try:
-            if s.security == "ssl":
-                smtp = smtplib.SMTP_SSL(self.host, self.port, timeout=s.timeout, context=context)
-            else:
-                smtp = smtplib.SMTP(self.host, self.port, timeout=s.timeout)
-            smtp.ehlo()
-            encrypted = s.security == "ssl"
-            if s.security == "starttls" and smtp.has_extn("starttls"):
-                smtp.starttls(context=context)
-                smtp.ehlo()
-                encrypted = True
-            if s.username:
-                if not encrypted and s.security != "none":
-                    raise SendError(
-                        f"{self._where()} offers no STARTTLS: refusing to send the SMTP password "
-                        'in plaintext (set [smtp] security = "none" to allow it)'
-                    )
-                smtp.login(s.username, s.password)
-        except SendError:
-            _close_quietly(smtp)
-            raise
-        except smtplib.SMTPResponseException as e:
-            _close_quietly(smtp)
-            raise SendError(
-                f"SMTP {self._where()} refused the session: {e.smtp_code} {_text(e.smtp_error)}",
-                code=e.smtp_code,
-            ) from e
-        except (smtplib.SMTPException, OSError) as e:
-            _close_quietly(smtp)
-            raise SendError(f"cannot connect to SMTP {self._where()}: {e}") from e
-        self.connections_opened += 1
-        return smtp
-
-    def _drop(self) -> None:
-        _close_quietly(self._smtp)
-        self._smtp = None
-
-    def send(
-        self,
-        from_addr: str,
-        to_addr: str,
-        data: bytes,
-        *,
-        before_data: Callable[[], object] | None = None,
-    ) -> None:
-        """Send one message on the open connection (opening it if needed).
-
-        ``before_data`` is called once the envelope is accepted, just before the message
-        goes out (the outbox waits there for the previous message's record).
-
-        Raises SendError: ``permanent=True`` with the code for a 5xx answer to RCPT or to the
-        message data; ``permanent=False`` for 4xx answers, a refused sender, timeouts and
-        connection problems. A connection the server dropped between messages is reopened
-        once (only before the data went out, so no message is sent twice by this retry).
-        """
-        for attempt in (1, 2):
-            reused = self._smtp is not None
-            if self._smtp is None:
-                self._smtp = self._connect()
-            smtp = self._smtp
-            try:
-                self._envelope(smtp, from_addr, to_addr, len(data))
-            except smtplib.SMTPServerDisconnected as e:
-                self._drop()
-                if reused and attempt == 1:
-                    continue
-                raise SendError(f"SMTP {self._where()} closed the connection: {e}") from e
-            except OSError as e:
-                self._drop()
-                raise SendError(f"SMTP {self._where()} failed: {e}") from e
-            if before_data is not None:
-                before_data()
-            try:
-                code, reply = _data(smtp, data)
-            except smtplib.SMTPDataError as e:  # the DATA command itself was refused
-                self._reset()
-                raise self._refused("DATA", to_addr, e.smtp_code, e.smtp_error) from e
-            except (smtplib.SMTPException, OSError) as e:
-                self._drop()
-                raise SendError(f"SMTP {self._where()} failed while sending data: {e}") from e
-            if code != 250:
-                self._reset()
-                raise self._refused("the message", to_addr, code, reply)
-            return
-
-    def _refused(self, what: str, to_addr: str, code: int, reply: bytes | str) -> SendError:
-        """A refusal of this recipient or its data: permanent only for a 5xx."""
-        return SendError(
-            f"SMTP {self._where()} refused {what} for {to_addr}: {code} {_text(reply)}",
-            permanent=500 <= code < 600,
-            code=code,
-        )
-
-    def _envelope(self, smtp: smtplib.SMTP, from_addr: str, to_addr: str, size: int) -> None:
-        """MAIL FROM and RCPT TO; raises SendError for a refusal (after RSET)."""
-        option = f" SIZE={size}" if smtp.does_esmtp and smtp.has_extn("size") else ""
-        code, reply = _command(smtp, "mail", f"FROM:{envelope_address(from_addr)}{option}")
-        if code == 421:  # closing the channel (idle timeout, messages-per-connection limit)
-            raise smtplib.SMTPServerDisconnected(f"{code} {_text(reply)}")
-        if code != 250:
-            self._reset()
-            # The sender, not this recipient, is refused: retryable, and an operator's problem.
-            raise SendError(
-                f"SMTP {self._where()} refused sender {from_addr}: {code} {_text(reply)}",
-                code=code,
-            )
-        code, reply = _command(smtp, "rcpt", f"TO:{envelope_address(to_addr)}")
-        if code == 421:
-            raise smtplib.SMTPServerDisconnected(f"{code} {_text(reply)}")
-        if code not in (250, 251):
-            self._reset()
-            raise self._refused("recipient", to_addr, code, reply)
-
-    def _reset(self) -> None:
-        """RSET after a failed transaction so the connection stays usable; drop it if not."""
-        if self._smtp is None:
-            return
-        try:
-            code, _ = self._smtp.rset()
-        except (smtplib.SMTPException, OSError):
-            code = -1
-        if code != 250:
-            self._drop()
-
-    def close(self) -> None:
-        """QUIT politely and close the connection (safe to call twice)."""
-        smtp, self._smtp = self._smtp, None
-        if smtp is None:
-            return
-        try:
-            smtp.quit()
-        except (smtplib.SMTPException, OSError):
-            _close_quietly(smtp)
-
-
-# An address of dot-atoms in ASCII, local@domain (RFC 5321's common form): smtplib.quoteaddr
-# parses it back to itself, and gives "<address>".
-_ATOM = r"[A-Za-z0-9!#$%&'*+/=?^_`{|}~-]+"
-_DOT_ATOM = rf"{_ATOM}(?:\.{_ATOM})*"
-_PLAIN_ADDRESS = re.compile(rf"{_DOT_ATOM}@{_DOT_ATOM}")
-
-
-def envelope_address(address: str) -> str:
-    """``smtplib.quoteaddr(address)``: ``<address>`` for a plain one without parsing it (~20 us
-    with email.utils, twice a message), else what quoteaddr makes of it."""
-    if _PLAIN_ADDRESS.fullmatch(address):
-        return f"<{address}>"
-    return smtplib.quoteaddr(address)
-
-
-def _command(smtp: smtplib.SMTP, name: str, argument: str) -> tuple[int, bytes]:
-    """One command and its reply, as ``smtp.mail`` and ``smtp.rcpt`` send them."""
-    smtp.putcmd(name, argument)
-    return smtp.getreply()
-
-
-_DOT_LINE = re.compile(rb"\n\.")
-
-
-def _data(smtp: smtplib.SMTP, data: bytes) -> tuple[int, bytes]:
-    """``smtp.data(data)`` for bytes, with the same bytes on the wire.
-
-    smtplib dot-stuffs with the regex ``(?m)^\\.`` (~230 us on a 30 KB digest, on the sender
-    thread, holding the GIL); ``bytes.replace`` does the same in ~50 us (``^`` in multiline
-    mode is the start of the data or the position after any ``\\n``).
-    """
-    smtp.putcmd("data")
-    code, reply = smtp.getreply()
-    if code != 354:
-        raise smtplib.SMTPDataError(code, reply)
-    # most digests have no line starting "." to stuff: the regex finds that in half the time
-    # bytes.replace (or "in") takes to scan for it (~20 against ~40 us on a 33 kB digest)
-    stuffed = data.replace(b"\n.", b"\n..") if _DOT_LINE.search(data) else data
-    if stuffed.startswith(b"."):
-        stuffed = b"." + stuffed
-    if not stuffed.endswith(CRLF):
-        stuffed += CRLF
-    smtp.send(stuffed + b"." + CRLF)
-    code, reply = smtp.getreply()
-    return code, reply
-
-
-def _close_quietly(smtp: smtplib.SMTP | None) -> None:
-    if smtp is None:
-        return
-    with contextlib.suppress(OSError):
-        smtp.close()
 
 
 # What the DKIM signature covers: the headers a receiver shows or acts on, the unsubscribe

@@ -1,7 +1,7 @@
 """The schedule `digest serve` keeps: ingest on a cron, and a delivery tick every minute.
 
 The jobs live in APScheduler's memory store; nothing about what is due is kept there. Each tick
-recomputes it from the subscriber and delivery tables (:func:`digest.outbox.plan_due`), and on
+recomputes it from the subscriber and delivery tables (:func:`digest.delivery.plan_due`), and on
 start an ingest whose last run is older than the cron's previous fire time runs at once — so a
 restart catches up on whatever was missed while the server was down.
 """
@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import logging
 import threading
-from collections.abc import Callable
 from datetime import datetime, timedelta
 
 from apscheduler.schedulers.background import BackgroundScheduler
@@ -18,8 +17,9 @@ from apscheduler.triggers.cron import CronTrigger
 from apscheduler.triggers.interval import IntervalTrigger
 from sqlalchemy.engine import Engine
 
-from digest import outbox
+from digest import delivery
 from digest.config import Settings
+from digest.delivery import Mailroom
 from digest.ingest import ingest, specs_from
 from digest.models import utcnow
 from digest.render import Renderer
@@ -62,27 +62,25 @@ def tick(
     settings: Settings,
     *,
     renderer: Renderer,
-    smtp_host: str | None = None,
-    smtp_port: int | None = None,
-    clock: Callable[[], datetime] = utcnow,
+    mailroom: Mailroom | None = None,
+    now: datetime | None = None,
     stop: threading.Event | None = None,
-) -> outbox.SendReport:
+) -> delivery.SendReport:
     """Plan every reader now due, then (unless workers send) send what is due."""
-    started = clock()
-    report = outbox.SendReport()
-    report.planned = outbox.plan_due(engine, settings, now=started)
+    started = now or utcnow()
+    report = delivery.SendReport()
+    report.planned = delivery.plan_due(engine, settings, now=started)
     if settings.scheduler.send:
-        outbox.deliver(
+        delivery.deliver(
             engine,
             settings,
             renderer=renderer,
-            clock=clock,
-            smtp_host=smtp_host,
-            smtp_port=smtp_port,
+            mailroom=mailroom,
+            now=now,
             stop=stop,
             report=report,
         )
-    outbox.record_send_run(engine, report, started=started)
+    delivery.record_send_run(engine, report, started=started)
     return report
 
 
@@ -91,11 +89,11 @@ def build_scheduler(
     engine: Engine,
     *,
     renderer: Renderer,
-    smtp_host: str | None = None,
-    smtp_port: int | None = None,
+    mailroom: Mailroom,
     stop: threading.Event | None = None,
 ) -> BackgroundScheduler:
-    """A scheduler (not started) with the ingest cron and the delivery tick."""
+    """A scheduler (not started) with the ingest cron and the delivery tick; the tick's mail
+    goes through ``mailroom``, which must run while the scheduler does."""
     scheduler = BackgroundScheduler(
         timezone=settings.zone,
         job_defaults={"coalesce": True, "max_instances": 1, "misfire_grace_time": 3600},
@@ -115,8 +113,7 @@ def build_scheduler(
             "engine": engine,
             "settings": settings,
             "renderer": renderer,
-            "smtp_host": smtp_host,
-            "smtp_port": smtp_port,
+            "mailroom": mailroom,
             "stop": stop,
         },
         id="deliver",

@@ -5,14 +5,13 @@ from __future__ import annotations
 import dataclasses
 from collections import Counter
 from datetime import datetime, timedelta
-from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
 from sqlalchemy import func
 from sqlalchemy.engine import Engine
 from sqlmodel import Session, col, select
 
 from digest.config import Settings
-from digest.edition import weekly
+from digest.delivery.plan import Due, due, reader_zone
 from digest.models import Delivery, Run, Source, Subscriber
 from digest.runs import last_run
 from digest.scheduler import ingest_trigger
@@ -89,8 +88,10 @@ class ReaderStatus:
     deliveries: list[Delivery]
 
 
-def reader_status(engine: Engine, subscriber: Subscriber, *, now: datetime) -> ReaderStatus:
-    """Why this reader got, or did not get, today's digest."""
+def reader_status(
+    engine: Engine, settings: Settings, subscriber: Subscriber, *, now: datetime
+) -> ReaderStatus:
+    """Why this reader got, or did not get, their current edition (by planning's own rule)."""
     with Session(engine) as session:
         deliveries = list(
             session.exec(
@@ -100,26 +101,16 @@ def reader_status(engine: Engine, subscriber: Subscriber, *, now: datetime) -> R
                 .limit(10)
             ).all()
         )
-    try:
-        zone = ZoneInfo(subscriber.timezone)
-    except (ZoneInfoNotFoundError, ValueError):
-        zone = ZoneInfo("UTC")
-    local = now.astimezone(zone)
-    if subscriber.frequency == "weekly":
-        current = weekly(local.date(), zone).id
-        due_day = local.date() + timedelta(days=subscriber.weekday - local.weekday())
-    else:
-        current = local.date().isoformat()
-        due_day = local.date()
-    due_at = datetime(due_day.year, due_day.month, due_day.day, subscriber.send_hour, tzinfo=zone)
-    this = next((d for d in deliveries if d.edition == current), None)
-    verdict = _verdict(subscriber, this, current=current, due_at=due_at, local=local)
-    return ReaderStatus(subscriber=subscriber, verdict=verdict, deliveries=deliveries)
+    zone = reader_zone(subscriber.timezone, settings.zone)
+    when = due(subscriber, now=now, settings=settings, zone=zone)
+    this = next((d for d in deliveries if d.edition == when.edition), None)
+    return ReaderStatus(
+        subscriber=subscriber, verdict=_verdict(subscriber, this, when), deliveries=deliveries
+    )
 
 
-def _verdict(
-    sub: Subscriber, this: Delivery | None, *, current: str, due_at: datetime, local: datetime
-) -> str:
+def _verdict(sub: Subscriber, this: Delivery | None, when: Due) -> str:
+    current = when.edition
     if sub.status == "unsubscribed":
         return "unsubscribed: no digest is sent"
     if sub.status == "pending":
@@ -127,8 +118,14 @@ def _verdict(
     if sub.status == "bounced":
         return f"bounced: the address was refused {sub.bounce_count} time(s); no digest is sent"
     if this is None:
-        if local < due_at:
-            return f"not due yet: edition {current} is due at {due_at:%Y-%m-%d %H:%M %Z}"
+        if when.waiting:
+            return f"not due yet: edition {current} is due at {when.at:%Y-%m-%d %H:%M %Z}"
+        if when.joined_after:
+            return (
+                f"subscribed after edition {current}'s send time "
+                f"({when.at:%Y-%m-%d %H:%M %Z}): the first digest comes at "
+                f"{when.next_at:%Y-%m-%d %H:%M %Z}"
+            )
         return f"due: edition {current} will be planned on the next delivery tick"
     if this.status == "sent":
         n = len(this.paper_keys)

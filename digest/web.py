@@ -61,16 +61,15 @@ from starlette.staticfiles import StaticFiles
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from digest import edition as editions
-from digest.compose import context_for, doc_of, links_for, profile_of
 from digest.config import Settings
+from digest.delivery.compose import context_for, doc_of, edition_papers, links_for, profile_of
+from digest.delivery.transports import Envelope, Mailroom, mailroom_for
 from digest.errors import DigestError, SendError, SubscriberError
-from digest.mailer import SmtpTransport, build_message, new_message_id
+from digest.mailer import build_message, new_message_id
 from digest.models import Delivery, Paper, Subscriber, utcnow
-from digest.outbox import edition_papers
 from digest.ranking import MAX_KEYWORD_CHARS, MAX_KEYWORDS, Index, Profile, Ranked, parse_keywords
 from digest.render import ConfirmContext, Renderer, short_authors
 from digest.resources import templates_dir
-from digest.sink import Sink
 from digest.subscribers import FREQUENCIES, Interests, make_interests, normalise_email
 from digest.tokens import MAX_AGE, Purpose, TokenError, make_token, read_token
 
@@ -195,60 +194,7 @@ class BodyLimitMiddleware:
 
 
 # ---------------------------------------------------------------------------------------------
-# sending the web app's mail
-
-
-class Postman:
-    """Sends the web app's mail: through ``[smtp]`` when a host is set, else into the sink.
-
-    With no relay, :meth:`start` (run by the app's lifespan, i.e. for as long as ``digest
-    serve`` runs) starts one embedded SMTP sink; without a lifespan (an app used bare), each
-    send starts and stops its own sink, which is slower but never leaves a server running.
-    """
-
-    def __init__(self, settings: Settings) -> None:
-        self.settings = settings
-        self._sink: Sink | None = None
-        self._lock = threading.Lock()
-
-    def start(self) -> None:
-        """Start the embedded sink when mail has nowhere else to go."""
-        with self._lock:
-            if not self.settings.smtp.host and self._sink is None:
-                self._sink = self._new_sink().start()
-
-    def stop(self) -> None:
-        """Stop the embedded sink, if one runs."""
-        with self._lock:
-            sink, self._sink = self._sink, None
-        if sink is not None:
-            sink.stop()
-
-    def _new_sink(self) -> Sink:
-        s = self.settings.sink
-        return Sink(self.settings.path(s.maildir), host=s.host, port=s.port)
-
-    def send(self, to_addr: str, data: bytes) -> None:
-        """Send one message now; SendError when it cannot be handed over."""
-        smtp = self.settings.smtp
-        if smtp.host:
-            with SmtpTransport(smtp) as transport:
-                transport.send(smtp.from_address, to_addr, data)
-            return
-        # The sink is on loopback and speaks neither TLS nor AUTH.
-        local = dataclasses.replace(smtp, security="none", username="")
-        sink = self._sink
-        if sink is not None:
-            with SmtpTransport(
-                local, host_override=sink.host, port_override=sink.port
-            ) as transport:
-                transport.send(smtp.from_address, to_addr, data)
-            return
-        with (
-            self._new_sink() as own,
-            SmtpTransport(local, host_override=own.host, port_override=own.port) as transport,
-        ):
-            transport.send(smtp.from_address, to_addr, data)
+# the web app's mail
 
 
 def confirm_url(settings: Settings, subscriber: Subscriber) -> str:
@@ -861,6 +807,7 @@ class WebApp:
         *,
         renderer: Renderer,
         clock: Callable[[], datetime],
+        mailroom: Mailroom | None = None,
     ) -> None:
         if not settings.secret_key:
             raise ValueError("the web app needs a signing secret (see config.ensure_secret)")
@@ -868,7 +815,7 @@ class WebApp:
         self.engine = engine
         self.renderer = renderer
         self.clock = clock
-        self.postman = Postman(settings)
+        self.mailroom: Mailroom = mailroom or mailroom_for(settings)
         self.ranker = EditionRanker(engine, settings)
         self.env = _environment()
         self.static_dir = templates_dir() / "web" / "static"
@@ -1089,7 +1036,7 @@ class WebApp:
                 data = confirmation_message(self.settings, self.renderer, row, now=now)
             else:
                 data = self.already_subscribed_message(row, now=now)
-            self.postman.send(row.email, data)
+            self.mailroom.send(Envelope(self.settings.smtp.from_address, row.email), data)
         except (SendError, ValueError) as e:
             log.error("could not send the %s mail to %s: %s", outgoing.kind, row.email, e)
             release_mail_slot(self.engine, outgoing)
@@ -1415,11 +1362,11 @@ class WebApp:
     @contextlib.asynccontextmanager
     async def lifespan(self, app: Starlette) -> AsyncIterator[None]:
         """Run the embedded SMTP sink (when no relay is configured) for the app's lifetime."""
-        await run_in_threadpool(self.postman.start)
+        await run_in_threadpool(self.mailroom.start)
         try:
             yield
         finally:
-            await run_in_threadpool(self.postman.stop)
+            await run_in_threadpool(self.mailroom.stop)
 
 
 def _path_of(url: str) -> str:
@@ -1452,13 +1399,16 @@ def create_app(
     *,
     renderer: Renderer | None = None,
     clock: Callable[[], datetime] = utcnow,
+    mailroom: Mailroom | None = None,
 ) -> Starlette:
-    """The web app for one configuration and database (``settings.secret_key`` must be set)."""
+    """The web app for one configuration and database (``settings.secret_key`` must be set);
+    its mail goes through ``mailroom``, else the settings' own (see mailroom_for)."""
     web = WebApp(
         settings,
         engine,
         renderer=renderer or Renderer.create(snippet_chars=settings.digest.snippet_chars),
         clock=clock,
+        mailroom=mailroom,
     )
     routes = [
         Route("/", web.index, methods=["GET"]),

@@ -31,7 +31,7 @@ import uvicorn
 from sqlalchemy.engine import Engine
 from sqlmodel import Session, select
 
-from digest import ingest, outbox
+from digest import delivery, ingest
 from digest.config import Settings
 from digest.db import make_engine
 from digest.models import Delivery, Subscriber
@@ -310,7 +310,7 @@ def test_subscribe_confirm_tune_receive_and_unsubscribe_in_a_browser(
     assert (tuned.keywords, tuned.exclude) == (["reinforcement learning", "offline rl"], [])
 
     # A digest goes out to the same SMTP server, picked with the new keywords.
-    sent = outbox.send(site.engine, site.settings, renderer=Renderer.create(), now=NOW)
+    sent = delivery.send(site.engine, site.settings, renderer=Renderer.create(), now=NOW)
     assert sent.sent == 1, sent.errors
     assert len(site.inbox) == 2 and site.inbox[1].rcpt_tos == [READER]
     digest_mail = parsed(site.inbox[1])
@@ -351,7 +351,7 @@ def test_subscribe_confirm_tune_receive_and_unsubscribe_in_a_browser(
     shoot(page, "unsubscribed")
 
     # The next day's run sends this reader nothing.
-    later = outbox.send(
+    later = delivery.send(
         site.engine, site.settings, renderer=Renderer.create(), now=NOW + timedelta(days=1)
     )
     assert later.sent == 0 and later.planned == 0

@@ -21,9 +21,9 @@ from sqlmodel import Session, select
 from digest import subscribers
 from digest.config import load_settings
 from digest.db import make_engine
+from digest.delivery import RECORD_WINDOW
 from digest.ingest import SourceSpec, ingest
 from digest.models import Delivery
-from digest.outbox import RECORD_WINDOW
 
 READERS = 300
 CONNECTIONS = 2

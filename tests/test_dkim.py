@@ -12,7 +12,7 @@ from typing import Any
 import dkim
 import pytest
 
-from digest import outbox, subscribers
+from digest import delivery, subscribers
 from digest.config import Settings
 from digest.db import make_engine
 from digest.ingest import SourceSpec, ingest
@@ -51,7 +51,7 @@ def test_digests_are_signed_and_verify(
         engine, settings, [SourceSpec(name="a", location=str(shared / "seeds/daily-papers-a.txt"))]
     )
     subscribers.add(engine, "ada@example.org", subscribers.make_interests("quantization"))
-    assert outbox.send(engine, settings, renderer=Renderer.create()).sent == 1
+    assert delivery.send(engine, settings, renderer=Renderer.create()).sent == 1
     [envelope] = handler.envelopes
     raw: bytes = envelope.original_content
     assert raw.startswith(b"DKIM-Signature:")

@@ -13,7 +13,7 @@ from aiosmtpd.controller import Controller
 from conftest import RecordingHandler
 from sqlmodel import Session, select
 
-from digest import outbox, subscribers
+from digest import delivery, subscribers
 from digest.config import Settings
 from digest.db import make_engine
 from digest.ingest import SourceSpec, ingest
@@ -91,6 +91,13 @@ def state(settings: Settings) -> dict[str, Delivery]:
         return {emails[d.subscriber_id]: d for d in session.exec(select(Delivery)).all()}
 
 
+def _waits(at: datetime | None, start: datetime, seconds: float, *, slack: float) -> bool:
+    """Whether a retry time is ``seconds`` after a failure that happened within ``slack``
+    seconds of ``start``."""
+    due = start + timedelta(seconds=seconds)
+    return at is not None and due <= at <= due + timedelta(seconds=slack)
+
+
 @pytest.mark.parametrize(
     ("fault", "timeout"),
     [("451", 30.0), ("421", 30.0), ("drop", 30.0), ("hang", 1.0)],
@@ -104,40 +111,38 @@ def test_transient_faults_are_retried_with_backoff(
         settings = relay(world, controller, timeout=timeout, connections=1)
         engine = make_engine(settings.database.url)
         now = datetime.now(UTC)
-        report = outbox.send(engine, settings, renderer=Renderer.create(), now=now)
+        report = delivery.send(engine, settings, renderer=Renderer.create(), now=now)
         assert (report.sent, report.failed, report.bounced) == (len(OTHERS), 1, 0), report.errors
         rows = state(settings)
         victim = rows[VICTIM]
         assert victim.status == "failed" and victim.attempts == 1
-        assert victim.next_attempt_at == now + timedelta(seconds=60)
+        # the wait counts from the failure (the clock runs on from `now` during the send)
+        assert _waits(victim.next_attempt_at, now, 60, slack=timeout + 10)
         assert all(rows[e].status == "sent" for e in OTHERS)
         assert sorted(r for e in handler.envelopes for r in e.rcpt_tos) == sorted(OTHERS)
 
         # Not yet due: nothing happens. Due but still failing: the wait doubles.
         assert (
-            outbox.deliver(
+            delivery.deliver(
                 engine,
                 settings,
                 renderer=Renderer.create(),
-                clock=lambda: now + timedelta(seconds=30),
+                now=now + timedelta(seconds=30),
             ).failed
             == 0
         )
-        later = now + timedelta(seconds=61)
-        assert (
-            outbox.deliver(engine, settings, renderer=Renderer.create(), clock=lambda: later).failed
-            == 1
-        )
+        assert victim.next_attempt_at is not None
+        later = victim.next_attempt_at + timedelta(seconds=1)
+        assert delivery.deliver(engine, settings, renderer=Renderer.create(), now=later).failed == 1
         victim = state(settings)[VICTIM]
-        assert victim.attempts == 2 and victim.next_attempt_at == later + timedelta(seconds=120)
+        assert victim.attempts == 2 and _waits(
+            victim.next_attempt_at, later, 120, slack=timeout + 10
+        )
 
         # The fault clears: the retry goes through, once.
         handler.enabled = False
-        final = now + timedelta(seconds=200)
-        assert (
-            outbox.deliver(engine, settings, renderer=Renderer.create(), clock=lambda: final).sent
-            == 1
-        )
+        final = later + timedelta(seconds=150)
+        assert delivery.deliver(engine, settings, renderer=Renderer.create(), now=final).sent == 1
         victim = state(settings)[VICTIM]
         assert victim.status == "sent" and victim.attempts == 3
         delivered = [r for e in handler.envelopes for r in e.rcpt_tos]
@@ -159,13 +164,13 @@ def test_attempts_run_out(world: Settings) -> None:
         settings = relay(world, controller)
         engine = make_engine(settings.database.url)
         now = datetime.now(UTC)
-        outbox.send(engine, settings, renderer=Renderer.create(), now=now)
+        delivery.send(engine, settings, renderer=Renderer.create(), now=now)
         for hours in (1, 2, 3, 4):
-            outbox.deliver(
+            delivery.deliver(
                 engine,
                 settings,
                 renderer=Renderer.create(),
-                clock=lambda h=hours: now + timedelta(hours=h),
+                now=now + timedelta(hours=hours),
             )
         victim = state(settings)[VICTIM]
         assert victim.status == "failed" and victim.attempts == 3 and victim.next_attempt_at is None
@@ -185,7 +190,9 @@ def test_permanent_refusal_bounces_and_stops_the_reader(world: Settings) -> None
         engine = make_engine(settings.database.url)
         now = datetime.now(UTC)
         for day in range(3):
-            outbox.send(engine, settings, renderer=Renderer.create(), now=now + timedelta(days=day))
+            delivery.send(
+                engine, settings, renderer=Renderer.create(), now=now + timedelta(days=day)
+            )
         with Session(engine) as session:
             victim = session.exec(select(Subscriber).where(Subscriber.email == VICTIM)).one()
             deliveries = session.exec(
@@ -210,13 +217,13 @@ def test_a_relay_that_is_down_stops_the_run_without_burning_attempts(world: Sett
         ),
     )
     engine = make_engine(settings.database.url)
-    report = outbox.send(engine, settings, renderer=Renderer.create())
+    report = delivery.send(engine, settings, renderer=Renderer.create())
     assert report.sent == 0
-    assert report.failed == outbox.CONNECTION_FAILURES_TO_ABORT
+    assert report.failed == delivery.CONNECTION_FAILURES_TO_ABORT
     assert any("stopped" in e for e in report.errors)
     rows = state(settings)
     assert (
         sorted(d.status for d in rows.values()).count("queued")
-        == len(rows) - outbox.CONNECTION_FAILURES_TO_ABORT
+        == len(rows) - delivery.CONNECTION_FAILURES_TO_ABORT
     )
     assert not any(d.status == "sending" for d in rows.values())

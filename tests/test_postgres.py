@@ -15,7 +15,7 @@ from typing import Any
 from sqlalchemy import insert
 from sqlmodel import Session, select
 
-from digest import outbox, subscribers
+from digest import delivery, subscribers
 from digest.config import Settings
 from digest.db import make_engine, table_of
 from digest.ingest import SourceSpec, ingest
@@ -58,9 +58,9 @@ def test_pipeline_on_postgres(
 
     subscribers.add(engine, "ada@example.org", subscribers.make_interests("quantization"))
     subscribers.add(engine, "bob@example.org", subscribers.make_interests("mixture of experts"))
-    report = outbox.send(engine, settings, renderer=Renderer.create())
+    report = delivery.send(engine, settings, renderer=Renderer.create())
     assert (report.sent, report.failed) == (2, 0), report.errors
-    assert outbox.send(engine, settings, renderer=Renderer.create()).sent == 0
+    assert delivery.send(engine, settings, renderer=Renderer.create()).sent == 0
     assert sorted(r for e in handler.envelopes for r in e.rcpt_tos) == [
         "ada@example.org",
         "bob@example.org",
@@ -99,7 +99,7 @@ def test_four_workers_send_each_digest_exactly_once(
     ]
     with engine.begin() as conn:
         conn.execute(insert(table_of(Subscriber)), rows)
-    assert outbox.plan(engine, settings, now=now) == READERS
+    assert delivery.plan(engine, settings, now=now) == READERS
 
     # half the workers compose in a second process (claiming ids only), half in their own
     configs = []

@@ -12,7 +12,7 @@ import pytest
 from click.testing import CliRunner
 from sqlmodel import Session, select
 
-from digest import outbox, subscribers
+from digest import delivery, subscribers
 from digest.cli import main
 from digest.config import Settings
 from digest.db import make_engine
@@ -62,24 +62,24 @@ def test_due_at_each_readers_local_hour(settings: Settings) -> None:
     backdate(settings)
     # Sunday 21:00 UTC: Berlin's Sunday hour has passed, the weekly reader's week began
     # Monday (their 09:00 passed) — both due; in Tokyo it is already Monday, 06:00: not yet.
-    assert outbox.plan_due(engine, settings, now=datetime(2026, 11, 22, 21, 0, tzinfo=UTC)) == 2
+    assert delivery.plan_due(engine, settings, now=datetime(2026, 11, 22, 21, 0, tzinfo=UTC)) == 2
     assert all_editions(settings) == {
         ("berlin@example.org", "2026-11-22"),
         ("weekly@example.org", "2026-W47"),
     }
     # 21:30 UTC = Monday 06:30 in Tokyo: not yet.
-    assert outbox.plan_due(engine, settings, now=datetime(2026, 11, 22, 21, 30, tzinfo=UTC)) == 0
+    assert delivery.plan_due(engine, settings, now=datetime(2026, 11, 22, 21, 30, tzinfo=UTC)) == 0
     # 22:05 UTC = 07:05 Monday in Tokyo: Tokyo's Monday edition, nobody else's.
-    assert outbox.plan_due(engine, settings, now=datetime(2026, 11, 22, 22, 5, tzinfo=UTC)) == 1
+    assert delivery.plan_due(engine, settings, now=datetime(2026, 11, 22, 22, 5, tzinfo=UTC)) == 1
     assert ("tokyo@example.org", "2026-11-23") in all_editions(settings)
     # Monday 06:00 UTC = 07:00 in Berlin; the weekly reader (Mondays 09:00 UTC) still waits.
-    assert outbox.plan_due(engine, settings, now=datetime(2026, 11, 23, 6, 0, tzinfo=UTC)) == 1
+    assert delivery.plan_due(engine, settings, now=datetime(2026, 11, 23, 6, 0, tzinfo=UTC)) == 1
     assert ("berlin@example.org", "2026-11-23") in all_editions(settings)
-    assert outbox.plan_due(engine, settings, now=datetime(2026, 11, 23, 8, 59, tzinfo=UTC)) == 0
-    assert outbox.plan_due(engine, settings, now=datetime(2026, 11, 23, 9, 0, tzinfo=UTC)) == 1
+    assert delivery.plan_due(engine, settings, now=datetime(2026, 11, 23, 8, 59, tzinfo=UTC)) == 0
+    assert delivery.plan_due(engine, settings, now=datetime(2026, 11, 23, 9, 0, tzinfo=UTC)) == 1
     assert ("weekly@example.org", "2026-W48") in all_editions(settings)
     # Planning again plans nothing twice.
-    assert outbox.plan_due(engine, settings, now=datetime(2026, 11, 23, 9, 30, tzinfo=UTC)) == 0
+    assert delivery.plan_due(engine, settings, now=datetime(2026, 11, 23, 9, 30, tzinfo=UTC)) == 0
 
 
 def all_editions(settings: Settings) -> set[tuple[str, str]]:
@@ -97,8 +97,8 @@ def test_a_new_reader_waits_for_their_next_hour(settings: Settings) -> None:
         sub.created_at = datetime(2026, 11, 22, 10, 0, tzinfo=UTC)  # after today's 07:00
         session.add(sub)
         session.commit()
-    assert outbox.plan_due(engine, settings, now=datetime(2026, 11, 22, 12, 0, tzinfo=UTC)) == 0
-    assert outbox.plan_due(engine, settings, now=datetime(2026, 11, 23, 7, 0, tzinfo=UTC)) == 1
+    assert delivery.plan_due(engine, settings, now=datetime(2026, 11, 22, 12, 0, tzinfo=UTC)) == 0
+    assert delivery.plan_due(engine, settings, now=datetime(2026, 11, 23, 7, 0, tzinfo=UTC)) == 1
 
 
 def test_a_restart_catches_up_the_missed_hour(settings: Settings) -> None:
@@ -107,7 +107,7 @@ def test_a_restart_catches_up_the_missed_hour(settings: Settings) -> None:
     add(settings, "daily@example.org", send_hour=7, timezone="UTC")
     backdate(settings)
     # The server was down all of Monday morning and comes back on Wednesday at noon.
-    planned = outbox.plan_due(engine, settings, now=datetime(2026, 11, 25, 12, 0, tzinfo=UTC))
+    planned = delivery.plan_due(engine, settings, now=datetime(2026, 11, 25, 12, 0, tzinfo=UTC))
     assert planned == 2
     assert editions_of(settings) == {
         "weekly@example.org": "2026-W48",
@@ -126,11 +126,9 @@ def test_tick_sends_due_digests_once(settings: Settings, shared: Path, smtp_serv
     add(settings, "late@example.org", send_hour=23)
     backdate(settings)
     now = datetime.now(UTC).replace(hour=12, minute=0)
-    first = tick(engine, settings, renderer=Renderer.create(), clock=lambda: now)
+    first = tick(engine, settings, renderer=Renderer.create(), now=now)
     assert (first.planned, first.sent) == (1, 1)
-    again = tick(
-        engine, settings, renderer=Renderer.create(), clock=lambda: now + timedelta(minutes=1)
-    )
+    again = tick(engine, settings, renderer=Renderer.create(), now=now + timedelta(minutes=1))
     assert (again.planned, again.sent) == (0, 0)
     assert [e.rcpt_tos for e in handler.envelopes] == [["early@example.org"]]
     with Session(engine) as session:
@@ -147,11 +145,11 @@ def test_nothing_matched_note_is_a_setting(
         engine, settings, [SourceSpec(name="a", location=str(shared / "seeds/daily-papers-a.txt"))]
     )
     add(settings, "skip@example.org", "underwater basket weaving")
-    report = outbox.send(engine, relay(settings, controller), renderer=Renderer.create())
+    report = delivery.send(engine, relay(settings, controller), renderer=Renderer.create())
     assert (report.sent, report.skipped) == (0, 1)
 
     add(settings, "note@example.org", "underwater basket weaving")
-    report = outbox.send(
+    report = delivery.send(
         engine, relay(settings, controller, empty="note"), renderer=Renderer.create()
     )
     assert report.sent == 1
@@ -164,7 +162,9 @@ def test_nothing_matched_note_is_a_setting(
 
 def test_scheduler_jobs_and_ingest_catch_up(settings: Settings) -> None:
     engine = make_engine(settings.database.url)
-    scheduler = build_scheduler(settings, engine, renderer=Renderer.create())
+    scheduler = build_scheduler(
+        settings, engine, renderer=Renderer.create(), mailroom=delivery.RecordingMailroom()
+    )
     ids = {job.id for job in scheduler.get_jobs()}
     # No ingest has ever run, and the cron has fired in the past week: catch up at start.
     assert {"ingest", "deliver", "ingest-catch-up"} <= ids

@@ -19,12 +19,16 @@ from conftest import FeedServer, RecordingHandler, Route
 from sqlalchemy import event
 from sqlmodel import Session, select
 
-from digest import outbox, subscribers
+from digest import delivery, subscribers
 from digest.config import Settings
 from digest.db import make_engine
+from digest.delivery import leases, record
+from digest.delivery.compose import Composing
+from digest.delivery.composers import ProcessComposer, Work
+from digest.delivery.record import Job
+from digest.delivery.transports import Envelope, Mailroom, Transport
 from digest.errors import DigestError
 from digest.ingest import SourceSpec, ingest
-from digest.mailer import SmtpTransport
 from digest.models import Delivery, SentPaper
 from digest.render import Renderer
 
@@ -66,7 +70,7 @@ def test_digest_arrives_well_formed(seeded: Settings, smtp_server: Any) -> None:
     subscribe(settings, "grace@example.org", "dataset distillation")
     engine = make_engine(settings.database.url)
 
-    report = outbox.send(engine, settings, renderer=Renderer.create())
+    report = delivery.send(engine, settings, renderer=Renderer.create())
     assert (report.sent, report.failed, report.bounced) == (2, 0, 0), report.errors
     mails = {str(m["To"]): m for m in parsed(handler)}
     assert set(mails) == {"ada@example.org", "grace@example.org"}
@@ -127,9 +131,9 @@ def test_send_twice_sends_nothing_twice(seeded: Settings, smtp_server: Any) -> N
     engine = make_engine(settings.database.url)
     subscribers.unsubscribe(engine, "gone@example.org")
 
-    first = outbox.send(engine, settings, renderer=Renderer.create())
+    first = delivery.send(engine, settings, renderer=Renderer.create())
     assert (first.sent, first.skipped) == (1, 1)
-    second = outbox.send(engine, settings, renderer=Renderer.create())
+    second = delivery.send(engine, settings, renderer=Renderer.create())
     assert (second.planned, second.sent) == (0, 0)
     assert [str(m["To"]) for m in parsed(handler)] == ["ada@example.org"]
     statuses = sorted(d.status for d in _deliveries(settings))
@@ -142,11 +146,11 @@ def test_claims_lease_each_delivery_to_one_owner(seeded: Settings) -> None:
     for i in range(7):
         subscribe(seeded, f"r{i}@example.org", "quantization")
     now = datetime.now(UTC)
-    assert outbox.plan(engine, seeded, now=now) == 7
-    first = outbox.claim_ids(engine, seeded, owner="a", now=now, limit=3)
-    second = outbox.claim_ids(engine, seeded, owner="b", now=now, limit=3)
-    third = outbox.claim_ids(engine, seeded, owner="c", now=now)
-    assert outbox.claim_ids(engine, seeded, owner="d", now=now) == []
+    assert delivery.plan(engine, seeded, now=now) == 7
+    first = delivery.claim_ids(engine, seeded, owner="a", now=now, limit=3)
+    second = delivery.claim_ids(engine, seeded, owner="b", now=now, limit=3)
+    third = delivery.claim_ids(engine, seeded, owner="c", now=now)
+    assert delivery.claim_ids(engine, seeded, owner="d", now=now) == []
     every = sorted(d.id or 0 for d in _deliveries(seeded))
     assert first + second + third == every
     assert (len(first), len(second), len(third)) == (3, 3, 1)
@@ -167,9 +171,9 @@ def test_a_paper_reaches_a_reader_once(seeded: Settings, smtp_server: Any) -> No
     )
     engine = make_engine(settings.database.url)
     today = datetime.now(UTC)
-    outbox.send(engine, settings, renderer=Renderer.create(), now=today)
-    outbox.send(engine, settings, renderer=Renderer.create(), now=today + timedelta(days=1))
-    outbox.send(engine, settings, renderer=Renderer.create(), now=today + timedelta(days=2))
+    delivery.send(engine, settings, renderer=Renderer.create(), now=today)
+    delivery.send(engine, settings, renderer=Renderer.create(), now=today + timedelta(days=1))
+    delivery.send(engine, settings, renderer=Renderer.create(), now=today + timedelta(days=2))
     with Session(engine) as session:
         sent = session.exec(select(SentPaper)).all()
         keys = [k for d in session.exec(select(Delivery)).all() for k in d.paper_keys]
@@ -186,7 +190,7 @@ def test_a_connection_sends_at_most_record_window_messages_ahead_of_their_record
     controller, handler = smtp_server
     settings = relay(seeded, controller)
     settings = dataclasses.replace(settings, smtp=dataclasses.replace(settings.smtp, connections=2))
-    readers = 2 * outbox.RECORD_WINDOW + 10
+    readers = 2 * delivery.RECORD_WINDOW + 10
     for i in range(readers):
         subscribe(settings, f"r{i:02d}@example.org", "language models, training")
     engine = make_engine(settings.database.url)
@@ -201,9 +205,9 @@ def test_a_connection_sends_at_most_record_window_messages_ahead_of_their_record
 
     engine.dispose()  # every connection from here on has the trigger
     with ThreadPoolExecutor(1) as pool:
-        running = pool.submit(outbox.send, engine, settings, renderer=Renderer.create())
+        running = pool.submit(delivery.send, engine, settings, renderer=Renderer.create())
         try:
-            expected = 2 * outbox.RECORD_WINDOW
+            expected = 2 * delivery.RECORD_WINDOW
             deadline = time.monotonic() + 30
             while len(handler.envelopes) < expected and time.monotonic() < deadline:
                 time.sleep(0.02)
@@ -225,23 +229,23 @@ def test_the_recorder_writes_as_soon_as_every_connection_waits_on_it(
     # With a gathering time far longer than the test, records are written only when the
     # batch holds every record the connections can have outstanding (then none can send on),
     # and at the end: batches of 2 x RECORD_WINDOW, then the rest.
-    monkeypatch.setattr(outbox, "RECORD_GATHER", 300.0)
+    monkeypatch.setattr(record, "RECORD_GATHER", 300.0)
     controller, handler = smtp_server
     settings = relay(seeded, controller)
     settings = dataclasses.replace(settings, smtp=dataclasses.replace(settings.smtp, connections=2))
-    full = 2 * outbox.RECORD_WINDOW
-    readers = 2 * full + outbox.RECORD_WINDOW
+    full = 2 * delivery.RECORD_WINDOW
+    readers = 2 * full + delivery.RECORD_WINDOW
     for i in range(readers):
         subscribe(settings, f"r{i:02d}@example.org", "language models, training")
     engine = make_engine(settings.database.url)
     batches: list[int] = []
     with ThreadPoolExecutor(1) as pool:
         running = pool.submit(
-            outbox.send, engine, settings, renderer=Renderer.create(), progress=batches.append
+            delivery.send, engine, settings, renderer=Renderer.create(), progress=batches.append
         )
         report = running.result(timeout=120)  # were it waiting out the 300 s, this fails
     assert report.sent == readers and len(handler.envelopes) == readers
-    assert batches == [full, full, outbox.RECORD_WINDOW]
+    assert batches == [full, full, delivery.RECORD_WINDOW]
     assert {d.status for d in _deliveries(settings)} == {"sent"}
 
 
@@ -264,7 +268,7 @@ def test_permanent_refusal_bounces_and_others_still_get_mail(
     settings = relay(seeded, controller)
     subscribe(settings, "refused@example.org", "quantization")
     subscribe(settings, "ada@example.org", "quantization")
-    report = outbox.send(make_engine(settings.database.url), settings, renderer=Renderer.create())
+    report = delivery.send(make_engine(settings.database.url), settings, renderer=Renderer.create())
     assert (report.sent, report.bounced) == (1, 1)
     assert [str(m["To"]) for m in parsed(refusing)] == ["ada@example.org"]
     bounced = [d for d in _deliveries(settings) if d.status == "bounced"]
@@ -294,7 +298,7 @@ def test_hostile_feed_content_is_escaped_and_bounded(
     report = ingest(engine, settings, [SourceSpec(name="evil", location=feed_server.url("/evil"))])
     assert report.sources[0].new == 3, report.sources[0]
     subscribe(settings, "ada@example.org", "quantization")
-    assert outbox.send(engine, settings, renderer=Renderer.create()).sent == 1
+    assert delivery.send(engine, settings, renderer=Renderer.create()).sent == 1
     [envelope] = handler.envelopes
     raw: bytes = envelope.original_content
     assert len(raw) < 300_000, "a 1 MB abstract must not make a 1 MB mail"
@@ -323,7 +327,7 @@ def test_a_composing_process_sends_what_one_process_sends(
 ) -> None:
     """Above [delivery] compose_process_from a second process composes: same mail, same records."""
     controller, handler = smtp_server
-    monkeypatch.setattr(outbox, "CHUNK", 4)  # several chunks: composed one ahead of sending
+    monkeypatch.setattr(leases, "CHUNK", 4)  # several chunks: composed one ahead of sending
     keywords = [
         "quantization",
         "dataset distillation",
@@ -337,7 +341,7 @@ def test_a_composing_process_sends_what_one_process_sends(
         "vision language models",
     ]
     runs: dict[
-        int, tuple[outbox.SendReport, dict[str, tuple[str, str]], list[tuple[int, int]]]
+        int, tuple[delivery.SendReport, dict[str, tuple[str, str]], list[tuple[int, int]]]
     ] = {}
     for from_ in (0, 1):
         base = dataclasses.replace(
@@ -357,8 +361,8 @@ def test_a_composing_process_sends_what_one_process_sends(
         subscribers.unsubscribe(engine, "gone@example.org")
         handler.envelopes.clear()
         caplog.clear()
-        with caplog.at_level(logging.INFO, logger="digest.outbox"):
-            report = outbox.send(engine, relay(base, controller), renderer=Renderer.create())
+        with caplog.at_level(logging.INFO, logger="digest.delivery"):
+            report = delivery.send(engine, relay(base, controller), renderer=Renderer.create())
         assert ("event=compose-process" in caplog.text) == (from_ == 1)
         mails = {  # the signed links carry the time they were made: left out
             str(m["To"]): tuple(_TOKEN.sub(r"/\1/TOKEN", p.get_content()) for p in m.iter_parts())
@@ -380,7 +384,7 @@ def _ten_readers_composed_elsewhere(
     settings: Settings, tmp_path: Path, shared: Path, monkeypatch: pytest.MonkeyPatch
 ) -> tuple[Settings, Any]:
     """Settings and engine for ten readers, sent in chunks of four by a composing process."""
-    monkeypatch.setattr(outbox, "CHUNK", 4)
+    monkeypatch.setattr(leases, "CHUNK", 4)
     base = dataclasses.replace(
         settings,
         database=dataclasses.replace(settings.database, url=f"sqlite:///{tmp_path}/run.db"),
@@ -393,23 +397,33 @@ def _ten_readers_composed_elsewhere(
     return base, engine
 
 
-def _child_failing(at: int, failure: str) -> str:
-    """The composing process's program, made to run ``failure`` in its second chunk, before it
-    hands on that chunk's message number ``at``."""
-    return f"""
-import os, sys
-from digest import outbox
-chunks = []
-real = outbox._compose_chunk
-def compose_chunk(*args, **kwargs):
-    chunks.append(1)
-    for n, job in enumerate(real(*args, **kwargs)):
-        if len(chunks) == 2 and n == {at}:
-            {failure}
-        yield job
-outbox._compose_chunk = compose_chunk
-outbox._compose_main(int(sys.argv[1]))
-"""
+class _KilledAfter:
+    """The real composing process, killed (SIGKILL) once the senders have taken ``n`` of its
+    messages: a fault injected through the composer interface."""
+
+    def __init__(self, composing: Composing, work: Work, *, n: int) -> None:
+        self.inner = ProcessComposer(composing, work)
+        self.n, self.taken = n, 0
+        self.lock = threading.Lock()
+
+    @property
+    def failure(self) -> BaseException | None:
+        return self.inner.failure
+
+    def start(self) -> None:
+        self.inner.start()
+
+    def next(self) -> Job | None:
+        with self.lock:
+            if self.taken == self.n:
+                self.inner.child.process.kill()
+                self.inner.child.process.wait()
+            job = self.inner.next()
+            self.taken += job is not None
+            return job
+
+    def close(self, *, abandon: bool) -> None:
+        self.inner.close(abandon=abandon)
 
 
 def test_a_composing_process_that_dies_loses_nothing_and_sends_nothing_twice(
@@ -421,52 +435,90 @@ def test_a_composing_process_that_dies_loses_nothing_and_sends_nothing_twice(
 ) -> None:
     """The run stops with a clear error; what the process held goes out once its lease ends."""
     controller, handler = smtp_server
-    program = outbox._COMPOSE_CHILD
     base, engine = _ten_readers_composed_elsewhere(settings, tmp_path, shared, monkeypatch)
-    monkeypatch.setattr(outbox, "_COMPOSE_CHILD", _child_failing(0, "os._exit(3)"))
     at = datetime.now(UTC)  # the papers were first seen just now: today's edition
-    with pytest.raises(DigestError, match=r"composing process ended unexpectedly \(exit code 3\)"):
-        outbox.send(engine, relay(base, controller), renderer=Renderer.create(), now=at)
+    delivery.plan(engine, base, now=at)
+    with pytest.raises(DigestError, match=r"composing process ended unexpectedly \(exit code -9\)"):
+        delivery.deliver(
+            engine,
+            relay(base, controller),
+            renderer=Renderer.create(),
+            now=at,
+            composer=lambda composing, work: _KilledAfter(composing, work, n=4),
+        )
     first = [str(m["To"]) for m in parsed(handler)]
-    assert len(first) == 4  # the first chunk, composed before the process died
+    # the first chunk, and whatever of the second was in the pipe when the process died
+    assert 4 <= len(first) < 10 and len(set(first)) == len(first)
     with Session(engine) as session:
         statuses = sorted(d.status for d in session.exec(select(Delivery)).all())
-    assert statuses == ["sending"] * 6 + ["sent"] * 4
+    assert statuses == ["sending"] * (10 - len(first)) + ["sent"] * len(first)
     # before the lease runs out nothing is taken again; after it, the rest goes out once
     later = at + timedelta(seconds=base.delivery.lease_seconds / 2)
     assert (
-        outbox.send(engine, relay(base, controller), renderer=Renderer.create(), now=later).sent
+        delivery.send(engine, relay(base, controller), renderer=Renderer.create(), now=later).sent
         == 0
     )
     after = at + timedelta(seconds=base.delivery.lease_seconds + 1)
-    monkeypatch.setattr(outbox, "_COMPOSE_CHILD", program)
     with ThreadPoolExecutor(1) as other:  # another sender: the lease owner is a thread
         report = other.submit(
-            outbox.send, engine, relay(base, controller), renderer=Renderer.create(), now=after
+            delivery.send, engine, relay(base, controller), renderer=Renderer.create(), now=after
         ).result()
-    assert report.sent == 6
+    assert report.sent == 10 - len(first)
     everyone = [str(m["To"]) for m in parsed(handler)]
     assert sorted(everyone) == sorted(f"reader{i}@example.org" for i in range(10))
 
 
+@pytest.mark.parametrize("composing_process", [False, True])
 def test_a_chunk_that_fails_to_compose_sends_what_was_composed_and_keeps_the_rest(
     settings: Settings,
     tmp_path: Path,
     shared: Path,
     smtp_server: Any,
     monkeypatch: pytest.MonkeyPatch,
+    composing_process: bool,
 ) -> None:
+    """A chunk whose rows cannot be read (a reader's keywords are not JSON) stops the run with
+    the cause; the chunk before it is sent, the failed chunk's deliveries stay leased."""
     controller, handler = smtp_server
     base, engine = _ten_readers_composed_elsewhere(settings, tmp_path, shared, monkeypatch)
-    monkeypatch.setattr(outbox, "_COMPOSE_CHILD", _child_failing(3, 'raise RuntimeError("boom")'))
+    base = dataclasses.replace(
+        base,
+        delivery=dataclasses.replace(base.delivery, compose_process_from=int(composing_process)),
+    )
+    with engine.begin() as conn:  # the sixth reader: in the second chunk of four
+        conn.exec_driver_sql(
+            "UPDATE subscriber SET keywords = '{not json' WHERE email = 'reader5@example.org'"
+        )
     at = datetime.now(UTC)  # the papers were first seen just now: today's edition
-    with pytest.raises(DigestError, match=r"composing a chunk failed: RuntimeError: boom"):
-        outbox.send(engine, relay(base, controller), renderer=Renderer.create(), now=at)
-    # the first chunk and the three messages composed of the second
-    assert len(parsed(handler)) == 7
+    with pytest.raises(DigestError if composing_process else ValueError, match=r"(?i)json|expect"):
+        delivery.send(engine, relay(base, controller), renderer=Renderer.create(), now=at)
+    assert sorted(str(m["To"]) for m in parsed(handler)) == [
+        f"reader{i}@example.org" for i in range(4)
+    ]
     with Session(engine) as session:
-        statuses = sorted(d.status for d in session.exec(select(Delivery)).all())
-    assert statuses == ["sending"] * 3 + ["sent"] * 7
+        statuses = {d.subscriber_id: d.status for d in session.exec(select(Delivery)).all()}
+    assert sorted(statuses.values()).count("sent") == 4
+    assert {statuses[i] for i in (5, 6, 7, 8)} == {"sending"}  # the failed chunk, still leased
+
+
+class _StopAfterFirst(Mailroom):
+    """The relay, and the send told to stop once the relay accepted its first message."""
+
+    def __init__(self, inner: Mailroom, stop: threading.Event) -> None:
+        self.inner, self.stop = inner, stop
+
+    def open(self) -> Transport:
+        inner, stop = self.inner.open(), self.stop
+
+        class Stopping:
+            def send(self, envelope: Envelope, data: bytes, **kw: Any) -> None:
+                inner.send(envelope, data, **kw)
+                stop.set()
+
+            def close(self) -> None:
+                inner.close()
+
+        return Stopping()
 
 
 @pytest.mark.parametrize("composing_process", [False, True])
@@ -482,37 +534,33 @@ def test_a_stopped_send_gives_back_what_it_did_not_send(
     not send due again, not leased: the next send sends each of those once."""
     controller, handler = smtp_server
     base, engine = _ten_readers_composed_elsewhere(settings, tmp_path, shared, monkeypatch)
-    base = dataclasses.replace(
-        base,
-        delivery=dataclasses.replace(base.delivery, compose_process_from=int(composing_process)),
+    base = relay(
+        dataclasses.replace(
+            base,
+            delivery=dataclasses.replace(
+                base.delivery, compose_process_from=int(composing_process)
+            ),
+        ),
+        controller,
     )
     at = datetime.now(UTC)
-    outbox.plan(engine, base, now=at)
+    delivery.plan(engine, base, now=at)
     stop = threading.Event()
-    real_send = SmtpTransport.send
-
-    def send_then_stop(self: SmtpTransport, *args: Any, **kwargs: Any) -> None:
-        real_send(self, *args, **kwargs)
-        stop.set()  # once the first message is accepted
-
-    monkeypatch.setattr(SmtpTransport, "send", send_then_stop)
-    report = outbox.deliver(
+    report = delivery.deliver(
         engine,
-        relay(base, controller),
+        base,
         renderer=Renderer.create(),
-        clock=lambda: at,
+        mailroom=_StopAfterFirst(delivery.mailroom_for(base), stop),
+        now=at,
         stop=stop,
     )
-    monkeypatch.setattr(SmtpTransport, "send", real_send)
     with Session(engine) as session:
         statuses = [d.status for d in session.exec(select(Delivery)).all()]
     assert stop.is_set() and 1 <= report.sent == statuses.count("sent") == len(parsed(handler))
     assert statuses.count("sent") + statuses.count("queued") == 10  # none left leased
     if composing_process:  # each sender holds one message at most when it stops
         assert report.sent <= base.smtp.connections
-    again = outbox.deliver(
-        engine, relay(base, controller), renderer=Renderer.create(), clock=lambda: at
-    )
+    again = delivery.deliver(engine, base, renderer=Renderer.create(), now=at)
     assert report.sent + again.sent == 10
     everyone = [str(m["To"]) for m in parsed(handler)]
     assert sorted(everyone) == sorted(f"reader{i}@example.org" for i in range(10))

@@ -22,10 +22,10 @@ from itsdangerous import TimestampSigner, URLSafeTimedSerializer
 from sqlalchemy.engine import Engine
 from sqlmodel import Session, select
 
-from digest import outbox, subscribers, tokens, web
-from digest.compose import links_for
+from digest import delivery, subscribers, tokens, web
 from digest.config import Settings
 from digest.db import make_engine
+from digest.delivery.compose import links_for
 from digest.models import Delivery, Paper, Subscriber
 from digest.render import Renderer
 from digest.sink import free_port, list_mail
@@ -792,13 +792,13 @@ def test_view_in_browser_and_one_click_from_a_sent_digest(
 ) -> None:
     add_papers(engine, NOW - timedelta(hours=1))
     reader = active(engine, "grace@example.org", "quantization, llm inference")
-    report = outbox.send(engine, web_settings, renderer=Renderer.create(), now=NOW)
+    report = delivery.send(engine, web_settings, renderer=Renderer.create(), now=NOW)
     assert report.sent == 1, report.errors
     msg = parsed(inbox[-1])
     view = path(link_in(msg, "digest"))
     with Session(engine) as session:
-        delivery = session.exec(select(Delivery)).one()
-    assert view.endswith(f"/{delivery.edition}")
+        sent = session.exec(select(Delivery)).one()
+    assert view.endswith(f"/{sent.edition}")
 
     page = client.get(view)
     assert page.status_code == 200
@@ -842,7 +842,7 @@ def test_view_in_browser_and_one_click_from_a_sent_digest(
     assert answer.status_code == 200
     assert row(engine, "grace@example.org").status == "unsubscribed"  # type: ignore[union-attr]
     clock.advance(86400)
-    later = outbox.send(
+    later = delivery.send(
         engine, web_settings, renderer=Renderer.create(), now=NOW + timedelta(days=1)
     )
     assert later.sent == 0 and len(inbox) == 1
