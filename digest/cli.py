@@ -431,17 +431,32 @@ def rank_cmd(
         click.echo(f"{i:>2}. [{r.score:.2f}] {papers[r.key].title}\n    {r.reason()}")
 
 
+# Exit codes of the commands that ingest or send, beside click's 1 (an error: nothing was done)
+# and 2 (a usage error); the README lists them.
+EXIT_INCOMPLETE = 3  # some sources or deliveries failed or bounced; the rest went through
+EXIT_STOPPED = 4  # the relay could not be used (or the lease was lost): the run stopped
+
+
+def send_exit_code(report: delivery.SendReport) -> int:
+    """0 when everything due went out (or nothing was due), else why not."""
+    if report.stopped:
+        return EXIT_STOPPED
+    if report.failed or report.bounced:
+        return EXIT_INCOMPLETE
+    return 0
+
+
 def _run_send(app: App, *, dry_run: bool) -> delivery.SendReport | None:
     renderer = Renderer.create(snippet_chars=app.settings.digest.snippet_chars)
     now = utcnow()
     if dry_run:
-        with Session(app.engine) as session:
-            active = len(
-                session.exec(select(Subscriber.id).where(Subscriber.status == "active")).all()
-            )
+        new = delivery.unplanned(app.engine, app.settings, now=now)
+        due = delivery.count_due(app.engine, app.settings, now=now)
         daily = editions.current(now, app.settings.zone)
         click.echo(
-            f"Would plan edition {daily.id} for {active} active subscriber(s) and send every due digest."
+            f"Would plan {new} new deliver{'y' if new == 1 else 'ies'} (edition {daily.id}, "
+            f"or the week's for weekly readers) and send them with the {due} already due; "
+            "readers with nothing new that matches are skipped then."
         )
         return None
     delivery.tune_for_sending()
@@ -465,6 +480,13 @@ def _run_send(app: App, *, dry_run: bool) -> delivery.SendReport | None:
         f"{report.failed} failed (will retry), {report.bounced} bounced — via "
         f"{mailroom.description}."
     )
+    if report.stopped:
+        click.secho(
+            f"Stopped: {report.stopped}. {report.released} digest(s) went back to the queue "
+            "untouched; the next run sends them.",
+            fg="red",
+            err=True,
+        )
     for err in report.errors[:10]:
         click.secho(f"  ✗ {err}", fg="red", err=True)
     return report
@@ -478,8 +500,12 @@ def send_cmd(app: App, dry_run: bool) -> None:
 
     A manual send ignores send hours. Each (subscriber, edition) gets one digest: running it
     twice sends nothing twice. With no [smtp] host, mail goes to the embedded SMTP sink.
+    Exits 0 when everything due went out, 3 when some deliveries failed or bounced, 4 when
+    the relay could not be used and the run stopped.
     """
-    _run_send(app, dry_run=dry_run)
+    report = _run_send(app, dry_run=dry_run)
+    if report is not None:
+        sys.exit(send_exit_code(report))
 
 
 @main.command("preview")
@@ -558,10 +584,16 @@ def mailbox_cmd(app: App, limit: int) -> None:
 @click.option("--dry-run", is_flag=True, help="Ingest without writing, and say what would be sent.")
 @with_app
 def run_cmd(app: App, dry_run: bool) -> None:
-    """One full cycle now: ingest the configured sources, rank, render and send."""
+    """One full cycle now: ingest the configured sources, rank, render and send.
+
+    Exits 0 when every source was read and everything due went out; 3 when a source or a
+    delivery failed; 4 when the relay could not be used and the run stopped.
+    """
     report = _run_ingest(app, (), dry_run=dry_run)
     _print_ingest(report)
-    _run_send(app, dry_run=dry_run)
+    sent = _run_send(app, dry_run=dry_run)
+    code = send_exit_code(sent) if sent is not None else 0
+    sys.exit(code or (EXIT_INCOMPLETE if report.errors else 0))
 
 
 DEMO_READERS = (
@@ -795,7 +827,8 @@ def worker_cmd(app: App, once: bool, poll: float) -> None:
     Workers claim deliveries under a lease (`SELECT … FOR UPDATE SKIP LOCKED` on PostgreSQL),
     so none is sent twice; the scheduler in `digest serve` plans them (set [scheduler]
     send = false there when workers do the sending). SIGTERM or Ctrl-C finishes the
-    messages in hand and exits.
+    messages in hand and exits. A relay that cannot be used is tried again after --poll
+    seconds. With --once, the exit code is digest send's.
     """
     stop = threading.Event()
     for sig in (signal.SIGTERM, signal.SIGINT):
@@ -810,11 +843,16 @@ def worker_cmd(app: App, once: bool, poll: float) -> None:
             )
             for key in ("sent", "skipped", "failed", "bounced"):
                 setattr(total, key, getattr(total, key) + getattr(report, key))
+            if report.stopped:
+                total.stopped = report.stopped
+                click.secho(f"Stopped: {report.stopped}.", fg="red", err=True)
             if once:
                 break
-            if not any(report.as_counts().values()):
-                stop.wait(poll)
+            if report.stopped or not any(report.as_counts().values()):
+                stop.wait(poll)  # a relay that is down is tried again after the pause
     click.echo(f"Worker: {status_mod.counts_line(total.as_counts())}.")
+    if once:
+        sys.exit(send_exit_code(total))
 
 
 @main.command("status")

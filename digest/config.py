@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import dataclasses
 import os
+import re
 import secrets
 import tomllib
 import types
@@ -46,6 +47,7 @@ class SmtpSettings:
     connections: int = 2
     from_address: str = "digest@localhost"
     from_name: str = "digest"
+    ehlo_name: str = ""  # the name to greet the relay with; empty: this host's name
 
 
 @dataclasses.dataclass(frozen=True, kw_only=True)
@@ -271,6 +273,12 @@ def _validate(settings: Settings, source: str) -> None:
         (0 <= settings.sink.port < 65536, "[sink] port: must be 0-65535 (0 picks a free port)"),
         (settings.smtp.connections >= 1, "[smtp] connections: must be at least 1"),
         (settings.smtp.timeout > 0, "[smtp] timeout: must be positive"),
+        (
+            re.fullmatch(r"[A-Za-z0-9.-]{0,253}|\[[0-9A-Fa-f:.]{2,45}\]", settings.smtp.ehlo_name)
+            is not None,
+            "[smtp] ehlo_name: must be a host name (letters, digits, dots, hyphens) or an "
+            "address literal like [192.0.2.1]",
+        ),
         (1 <= settings.digest.max_papers <= 100, "[digest] max_papers: must be 1-100"),
         (settings.digest.lookback_days >= 1, "[digest] lookback_days: must be at least 1"),
         (settings.digest.snippet_chars >= 40, "[digest] snippet_chars: must be at least 40"),

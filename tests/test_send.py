@@ -433,7 +433,8 @@ def test_a_composing_process_that_dies_loses_nothing_and_sends_nothing_twice(
     smtp_server: Any,
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:
-    """The run stops with a clear error; what the process held goes out once its lease ends."""
+    """The run stops with a clear error; what the process held goes back to the queue, and
+    the next run sends it, once."""
     controller, handler = smtp_server
     base, engine = _ten_readers_composed_elsewhere(settings, tmp_path, shared, monkeypatch)
     at = datetime.now(UTC)  # the papers were first seen just now: today's edition
@@ -451,17 +452,10 @@ def test_a_composing_process_that_dies_loses_nothing_and_sends_nothing_twice(
     assert 4 <= len(first) < 10 and len(set(first)) == len(first)
     with Session(engine) as session:
         statuses = sorted(d.status for d in session.exec(select(Delivery)).all())
-    assert statuses == ["sending"] * (10 - len(first)) + ["sent"] * len(first)
-    # before the lease runs out nothing is taken again; after it, the rest goes out once
-    later = at + timedelta(seconds=base.delivery.lease_seconds / 2)
-    assert (
-        delivery.send(engine, relay(base, controller), renderer=Renderer.create(), now=later).sent
-        == 0
-    )
-    after = at + timedelta(seconds=base.delivery.lease_seconds + 1)
+    assert statuses == ["queued"] * (10 - len(first)) + ["sent"] * len(first)
     with ThreadPoolExecutor(1) as other:  # another sender: the lease owner is a thread
         report = other.submit(
-            delivery.send, engine, relay(base, controller), renderer=Renderer.create(), now=after
+            delivery.send, engine, relay(base, controller), renderer=Renderer.create(), now=at
         ).result()
     assert report.sent == 10 - len(first)
     everyone = [str(m["To"]) for m in parsed(handler)]
@@ -478,7 +472,8 @@ def test_a_chunk_that_fails_to_compose_sends_what_was_composed_and_keeps_the_res
     composing_process: bool,
 ) -> None:
     """A chunk whose rows cannot be read (a reader's keywords are not JSON) stops the run with
-    the cause; the chunk before it is sent, the failed chunk's deliveries stay leased."""
+    the cause; the chunk before it is sent, the failed chunk's deliveries go back to the
+    queue."""
     controller, handler = smtp_server
     base, engine = _ten_readers_composed_elsewhere(settings, tmp_path, shared, monkeypatch)
     base = dataclasses.replace(
@@ -498,7 +493,7 @@ def test_a_chunk_that_fails_to_compose_sends_what_was_composed_and_keeps_the_res
     with Session(engine) as session:
         statuses = {d.subscriber_id: d.status for d in session.exec(select(Delivery)).all()}
     assert sorted(statuses.values()).count("sent") == 4
-    assert {statuses[i] for i in (5, 6, 7, 8)} == {"sending"}  # the failed chunk, still leased
+    assert {statuses[i] for i in (5, 6, 7, 8)} == {"queued"}  # the failed chunk, given back
 
 
 class _StopAfterFirst(Mailroom):

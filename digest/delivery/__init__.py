@@ -10,8 +10,8 @@ send        deliver(): the senders that tie these together; send(): plan, then d
 """
 
 from digest.delivery.compose import edition_papers, preview
-from digest.delivery.leases import CHUNK, claim_ids
-from digest.delivery.plan import due, plan, plan_due
+from digest.delivery.leases import CHUNK, claim_ids, count_due
+from digest.delivery.plan import due, plan, plan_due, unplanned
 from digest.delivery.record import RECORD_WINDOW, SendReport, record_send_run
 from digest.delivery.send import (
     CONNECTION_FAILURES_TO_ABORT,
@@ -37,6 +37,7 @@ __all__ = [
     "SendReport",
     "Transport",
     "claim_ids",
+    "count_due",
     "deliver",
     "due",
     "edition_papers",
@@ -47,4 +48,5 @@ __all__ = [
     "record_send_run",
     "send",
     "tune_for_sending",
+    "unplanned",
 ]

@@ -218,10 +218,7 @@ class _Child:
         )
         child.close()
         self.conn.send((settings, source, logging.getLogger().getEffectiveLevel()))
-        self._leased = (
-            "the digests it held stay leased and go out with a later run once the lease "
-            f"([delivery] lease_seconds = {settings.delivery.lease_seconds:g}) runs out"
-        )
+        self._leased = "the digests it held go back to the queue for the next run"
         log.info("event=compose-process pid=%s", self.process.pid)
 
     def submit(self, ids: Sequence[int], now: datetime) -> None:

@@ -124,6 +124,18 @@ def release(engine: Engine, delivery_id: int, *, owner: str) -> None:
         )
 
 
+def release_held(engine: Engine, *, owner: str) -> int:
+    """Give everything ``owner`` still holds back to the queue: how many."""
+    with engine.begin() as conn:
+        return int(
+            conn.execute(
+                update(Delivery)
+                .where(col(Delivery.lease_owner) == owner, col(Delivery.status) == "sending")
+                .values(status="queued", lease_owner=None, lease_until=None)
+            ).rowcount
+        )
+
+
 def renew(engine: Engine, settings: Settings, *, owner: str, now: datetime) -> None:
     """Extend every lease ``owner`` holds to ``now`` plus ``[delivery] lease_seconds``."""
     with engine.begin() as conn:
@@ -182,6 +194,10 @@ class Lease:
     def release(self, delivery_id: int) -> None:
         """Give one taken delivery back to the queue."""
         release(self.engine, delivery_id, owner=self.owner)
+
+    def release_all(self) -> int:
+        """Give back everything still taken (at the end of a send: none of it was sent)."""
+        return release_held(self.engine, owner=self.owner)
 
     @contextlib.contextmanager
     def kept(self) -> Iterator[Lease]:

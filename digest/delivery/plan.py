@@ -179,3 +179,26 @@ def plan_due(engine: Engine, settings: Settings, *, now: datetime) -> int:
     if planned:
         log.info("event=planned deliveries=%d", planned)
     return planned
+
+
+def unplanned(engine: Engine, settings: Settings, *, now: datetime) -> int:
+    """How many active readers have no delivery of their current edition yet: what a manual
+    send (:func:`plan`) would queue now."""
+    daily_id = editions.current(now, settings.zone).id
+    weekly_id = editions.current(now, settings.zone, frequency="weekly").id
+    with engine.connect() as conn:
+        active = conn.execute(
+            select(col(Subscriber.id), col(Subscriber.frequency)).where(
+                col(Subscriber.status) == "active"
+            )
+        ).all()
+        planned = set(
+            conn.execute(
+                select(col(Delivery.subscriber_id), col(Delivery.edition)).where(
+                    col(Delivery.edition).in_([daily_id, weekly_id])
+                )
+            ).all()
+        )
+    return sum(
+        (sid, weekly_id if freq == "weekly" else daily_id) not in planned for sid, freq in active
+    )

@@ -47,9 +47,10 @@ from digest.render import Renderer
 
 log = logging.getLogger("digest.delivery")
 
-# A sender that fails this many times in a row without an SMTP reply code (connection refused,
-# timeouts, drops) stops the run: the relay is down, and every further try would only burn an
-# attempt of another reader's delivery.
+# A sender that fails this many times in a row without an SMTP reply code (timeouts, drops in
+# the middle of a message) stops the run: the relay is failing, and every further try would
+# only burn an attempt of another reader's delivery. A relay that cannot be used at all
+# (unreachable, no TLS, a refused login) stops it at the first try.
 CONNECTION_FAILURES_TO_ABORT = 3
 
 # The interpreter's switch interval in a process that exists to send (seconds): each SMTP reply
@@ -167,6 +168,10 @@ def _sender(run: _Run, composer: Composer, transport: Transport) -> None:
                     Envelope(settings.smtp.from_address, job.to_addr), data, before_data=settle
                 )
             except SendError as e:
+                if e.relay:  # no message was handed over: every other would meet the same
+                    run.stop_run(str(e))
+                    _give_back(run, job)
+                    continue
                 record_failure(run.engine, settings, job, e, run.report, now=lease.clock())
                 failures = failures + 1 if e.code is None and not e.permanent else 0
                 if failures >= CONNECTION_FAILURES_TO_ABORT:
@@ -254,8 +259,11 @@ def deliver(
             for t in senders:
                 if t.ident is not None:  # started
                     t.join()
+            run.recorder.close()  # first: what was sent is recorded before the rest goes back
             chosen.close(abandon=run.interrupted.is_set() or run.abort.is_set())
-            run.recorder.close()
+            # Whatever is still taken was not sent (a stop, a failed chunk, a composing
+            # process that died): back to the queue now rather than when the lease ends.
+            report.released += lease.release_all()
     if chosen.failure is not None:
         raise chosen.failure
     return report

@@ -12,8 +12,10 @@ from __future__ import annotations
 
 import contextlib
 import dataclasses
+import functools
 import re
 import smtplib
+import socket
 import ssl
 import threading
 from collections.abc import Callable
@@ -27,6 +29,16 @@ if TYPE_CHECKING:
     from digest.sink import Sink
 
 CRLF = b"\r\n"
+# Authentication failed (535) or required (530): the relay's configuration is at fault.
+AUTH_FAILED = frozenset((530, 535))
+
+
+@functools.cache
+def ehlo_name() -> str:
+    """The name this host greets a relay with: its fully qualified name, else its host name
+    (smtplib's own default is an IP literal for a host name without a dot)."""
+    fqdn = socket.getfqdn()
+    return fqdn if "." in fqdn else socket.gethostname() or "localhost"
 
 
 class Envelope(NamedTuple):
@@ -84,41 +96,65 @@ class SmtpTransport:
     def _connect(self) -> smtplib.SMTP:
         s = self.settings
         if not self.host:
-            raise SendError("no SMTP host configured (start the sink or set [smtp] host)")
+            raise SendError(
+                "no SMTP host configured (start the sink or set [smtp] host)", relay=True
+            )
         context = ssl.create_default_context()
         smtp: smtplib.SMTP | None = None
         try:
+            name = s.ehlo_name or ehlo_name()
             if s.security == "ssl":
-                smtp = smtplib.SMTP_SSL(self.host, self.port, timeout=s.timeout, context=context)
+                smtp = smtplib.SMTP_SSL(
+                    self.host, self.port, local_hostname=name, timeout=s.timeout, context=context
+                )
             else:
-                smtp = smtplib.SMTP(self.host, self.port, timeout=s.timeout)
+                smtp = smtplib.SMTP(self.host, self.port, local_hostname=name, timeout=s.timeout)
             smtp.ehlo()
-            encrypted = s.security == "ssl"
-            if s.security == "starttls" and smtp.has_extn("starttls"):
+            if s.security == "starttls":
+                if not smtp.has_extn("starttls"):
+                    raise SendError(
+                        f"SMTP {self._where()} offers no STARTTLS and [smtp] security is "
+                        '"starttls": refusing to send mail in clear. For a relay on this '
+                        'machine (localhost), set [smtp] security = "none".',
+                        relay=True,
+                    )
                 smtp.starttls(context=context)
                 smtp.ehlo()
-                encrypted = True
             if s.username:
-                if not encrypted and s.security != "none":
-                    raise SendError(
-                        f"{self._where()} offers no STARTTLS: refusing to send the SMTP password "
-                        'in plaintext (set [smtp] security = "none" to allow it)'
-                    )
                 smtp.login(s.username, s.password)
         except SendError:
             _close_quietly(smtp)
             raise
         except smtplib.SMTPResponseException as e:
             _close_quietly(smtp)
+            if e.smtp_code in AUTH_FAILED:
+                raise self._login_refused(e.smtp_code, e.smtp_error) from e
             raise SendError(
                 f"SMTP {self._where()} refused the session: {e.smtp_code} {_text(e.smtp_error)}",
                 code=e.smtp_code,
+                relay=True,
             ) from e
         except (smtplib.SMTPException, OSError) as e:
             _close_quietly(smtp)
-            raise SendError(f"cannot connect to SMTP {self._where()}: {e}") from e
+            raise SendError(f"cannot connect to SMTP {self._where()}: {e}", relay=True) from e
         self.connections_opened += 1
         return smtp
+
+    def _login_refused(self, code: int, reply: bytes | str) -> SendError:
+        """The relay refused our login, or wants one we did not give: its configuration's
+        fault, never a reader's."""
+        s = self.settings
+        if s.username:
+            what = (
+                f"refused the login of [smtp] username {s.username!r}: {code} {_text(reply)}; "
+                "check [smtp] username and the DIGEST_SMTP_PASSWORD environment variable"
+            )
+        else:
+            what = (
+                f"requires a login: {code} {_text(reply)}; set [smtp] username and the "
+                "DIGEST_SMTP_PASSWORD environment variable"
+            )
+        return SendError(f"SMTP {self._where()} {what}", code=code, relay=True)
 
     def _drop(self) -> None:
         _close_quietly(self._smtp)
@@ -186,6 +222,9 @@ class SmtpTransport:
         code, reply = _command(smtp, "mail", f"FROM:{envelope_address(from_addr)}{option}")
         if code == 421:  # closing the channel (idle timeout, messages-per-connection limit)
             raise smtplib.SMTPServerDisconnected(f"{code} {_text(reply)}")
+        if code in AUTH_FAILED:
+            self._reset()
+            raise self._login_refused(code, reply)
         if code != 250:
             self._reset()
             # The sender, not this recipient, is refused: retryable, and an operator's problem.
