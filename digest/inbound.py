@@ -69,7 +69,7 @@ from digest.delivery.compose import links_for
 from digest.delivery.transports import Envelope as MailEnvelope
 from digest.delivery.transports import Mailroom, mailroom_for
 from digest.errors import DigestError, SendError, SubscriberError
-from digest.mailer import DkimSigner, new_message_id
+from digest.mailer import new_message_id
 from digest.models import Subscriber, utcnow
 from digest.ranking import MAX_KEYWORD_CHARS, MAX_KEYWORDS, parse_keywords
 from digest.render import one_line
@@ -567,7 +567,6 @@ class CommandProcessor:
         self.mailroom = mailroom or mailroom_for(settings)
         self.roles = command_addresses(settings)
         self.limiter = ReplyLimiter(settings.inbound.replies_per_hour)
-        self.signer = DkimSigner.from_settings(settings.dkim, base_dir=settings.base_dir)
         self.env = jinja2.Environment(
             loader=jinja2.FileSystemLoader(str(templates_dir() / "email")),
             autoescape=jinja2.select_autoescape(
@@ -904,7 +903,7 @@ class CommandProcessor:
         msg.set_content(text)
         msg.add_alternative(html, subtype="html")
         data = msg.as_bytes(policy=policy.SMTP)
-        return self.signer.sign(data) if self.signer is not None else data
+        return data
 
     def send(self, to: str, reply: Reply, *, from_addr: str, original: Message | None) -> bool:
         """Send a reply unless the address had its share; a held confirmation slot is given

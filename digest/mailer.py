@@ -367,6 +367,7 @@ def _headers(
     unsubscribe_url: str,
     unsubscribe_mailto: str,
     extra_headers: Mapping[str, str] | None,
+    bulk: bool = True,
 ) -> list[tuple[str, str]]:
     """The checked, cleaned header values, shared by the fast and the reference builder."""
     mailto = clean_header(unsubscribe_mailto)
@@ -386,8 +387,9 @@ def _headers(
             f" <{_url(mailto, 'unsubscribe mailto', ('mailto:',))}>",
         ),
         ("List-Unsubscribe-Post", "List-Unsubscribe=One-Click"),
-        ("Precedence", "bulk"),
     ]
+    if bulk:  # a digest; mail a reader asked for (a confirmation) is not bulk
+        headers.append(("Precedence", "bulk"))
     for name, value in (extra_headers or {}).items():
         if not _FIELD_NAME.fullmatch(name) or name.lower() in _OWN_HEADERS:
             raise ValueError(f"extra header {name!r} is not allowed")
@@ -409,11 +411,13 @@ def build_message(
     unsubscribe_url: str,
     unsubscribe_mailto: str,
     extra_headers: Mapping[str, str] | None = None,
+    bulk: bool = True,
 ) -> bytes:
     """A multipart/alternative message (text, then HTML) as CRLF bytes ready for SMTP DATA.
 
     Header values lose any CR/LF and are encoded by the email library; extra header values
-    are unstructured text. A bad recipient or sender address raises ``SendError(permanent=
+    are unstructured text; ``bulk`` adds ``Precedence: bulk`` (digests, not transactional
+    mail). A bad recipient or sender address raises ``SendError(permanent=
     True)``; a malformed Message-ID, List-Id, URL or extra header name raises ValueError.
     """
     headers = [
@@ -429,6 +433,7 @@ def build_message(
             unsubscribe_url=unsubscribe_url,
             unsubscribe_mailto=unsubscribe_mailto,
             extra_headers=extra_headers,
+            bulk=bulk,
         )
     ]
     text_head, text_body = _part(b"text/plain", text)
@@ -511,6 +516,18 @@ DKIM_HEADERS = (
     b"List-Unsubscribe",
     b"List-Unsubscribe-Post",
 )
+# Signed once more than they occur (RFC 6376 8.15), present or not: one added in transit, which
+# a reader's client might show instead, breaks the signature.
+DKIM_OVERSIGNED = (b"From", b"Subject", b"Reply-To", b"List-Unsubscribe", b"List-Unsubscribe-Post")
+_FIELD_NAMES = re.compile(rb"^([!-9;-~]+):", re.M)
+
+
+def dkim_headers(data: bytes) -> list[bytes]:
+    """The h= list for a message: DKIM_HEADERS, and each over-signed name once more than the
+    message has it."""
+    present = [n.lower() for n in _FIELD_NAMES.findall(data.split(b"\r\n\r\n", 1)[0])]
+    extra = [n for n in DKIM_OVERSIGNED for _ in range(present.count(n.lower()) + 1)]
+    return [*(n for n in DKIM_HEADERS if n not in DKIM_OVERSIGNED), *extra]
 
 
 class DkimSigner:
@@ -543,7 +560,8 @@ class DkimSigner:
                 self.selector,
                 self.domain,
                 self.key,
-                include_headers=list(DKIM_HEADERS),
+                canonicalize=(b"relaxed", b"relaxed"),
+                include_headers=dkim_headers(data),
             )
         except dkim.DKIMException as e:
             raise SendError(f"DKIM signing failed: {e}", permanent=False) from e

@@ -249,6 +249,7 @@ def _message(
         list_id=settings.site.list_id,
         unsubscribe_url=links.unsubscribe,
         unsubscribe_mailto=settings.site.unsubscribe_mailto,
+        bulk=False,  # asked for by the reader: transactional
     )
 
 

@@ -10,6 +10,8 @@ from __future__ import annotations
 
 import dataclasses
 import functools
+import hashlib
+import hmac
 import logging
 from collections import defaultdict
 from collections.abc import Iterator, Mapping, Sequence
@@ -186,10 +188,17 @@ def context_for(
     )
 
 
-def message_id(settings: Settings, *, delivery_id: int, edition_id: str) -> str:
-    """A Message-ID stable per delivery, so a retried message is recognisable."""
+def message_id(settings: Settings, delivery: DueDelivery) -> str:
+    """A Message-ID stable across the retries of one delivery, and unique across installations
+    and databases: the delivery's identity (its row and when it was planned) signed with this
+    installation's secret, since a mailbox drops a message whose ID it has seen before."""
     domain = settings.smtp.from_address.rpartition("@")[2] or "localhost"
-    return f"<digest.{edition_id}.{delivery_id}@{domain}>"
+    identity = (
+        f"{delivery.id}:{delivery.subscriber_id}:{delivery.edition}:"
+        f"{delivery.created_at.isoformat()}"
+    )
+    mac = hmac.new(settings.secret_key.encode(), identity.encode(), hashlib.sha256).hexdigest()
+    return f"<digest.{delivery.edition}.{delivery.id}.{mac[:20]}@{domain}>"
 
 
 def to_mime(
@@ -283,6 +292,7 @@ class DueDelivery(NamedTuple):
     subscriber_id: int
     edition: str
     message_id: str | None
+    created_at: datetime
 
 
 class ReaderRecord(NamedTuple):
@@ -305,6 +315,7 @@ def due_deliveries(engine: Engine, ids: Sequence[int]) -> list[DueDelivery]:
             col(Delivery.subscriber_id),
             col(Delivery.edition),
             col(Delivery.message_id),
+            col(Delivery.created_at),
         )
         .where(col(Delivery.id).in_(ids))
         .order_by(col(Delivery.id))
@@ -439,7 +450,7 @@ def compose_one(
         settings, subscriber=sub, edition=ed, ranked=ranked, papers=papers, links=links
     )
     rendered = work.renderer.render_digest(ctx)
-    msg_id = delivery.message_id or message_id(settings, delivery_id=delivery.id, edition_id=ed.id)
+    msg_id = delivery.message_id or message_id(settings, delivery)
     data = to_mime(settings, rendered, to_addr=sub.email, links=links, msg_id=msg_id, date=now)
     return Job(
         delivery_id=delivery.id,

@@ -41,7 +41,6 @@ from digest.delivery.record import (
 )
 from digest.delivery.transports import Envelope, Mailroom, Transport, mailroom_for
 from digest.errors import SendError
-from digest.mailer import DkimSigner
 from digest.models import utcnow
 from digest.render import Renderer
 
@@ -106,7 +105,6 @@ class _Run:
         stop: threading.Event | None,
     ) -> None:
         self.engine, self.settings, self.lease, self.report = engine, settings, lease, report
-        self.signer = DkimSigner.from_settings(settings.dkim, base_dir=settings.base_dir)
         self.limit = _RateLimit(settings.delivery.rate_per_second)
         self.abort = threading.Event()  # the relay is down, or the lease was lost
         self.interrupted = threading.Event()  # the command itself was interrupted (Ctrl-C)
@@ -162,10 +160,9 @@ def _sender(run: _Run, composer: Composer, transport: Transport) -> None:
                 _give_back(run, job)
                 continue
             run.limit.wait()
-            data = run.signer.sign(job.data) if run.signer else job.data
             try:
                 transport.send(
-                    Envelope(settings.smtp.from_address, job.to_addr), data, before_data=settle
+                    Envelope(settings.smtp.from_address, job.to_addr), job.data, before_data=settle
                 )
             except SendError as e:
                 if e.relay:  # no message was handed over: every other would meet the same

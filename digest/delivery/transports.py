@@ -24,6 +24,7 @@ from typing import TYPE_CHECKING, NamedTuple, Protocol
 
 from digest.config import Settings, SmtpSettings
 from digest.errors import SendError
+from digest.mailer import DkimSigner
 
 if TYPE_CHECKING:
     from digest.sink import Sink
@@ -337,18 +338,42 @@ class RecordingTransport:
         """Nothing to let go."""
 
 
+class SigningTransport:
+    """Signs each message with DKIM before handing it to the transport beneath."""
+
+    def __init__(self, transport: Transport, signer: DkimSigner) -> None:
+        self.transport, self.signer = transport, signer
+
+    def send(
+        self, envelope: Envelope, data: bytes, *, before_data: Callable[[], object] | None = None
+    ) -> None:
+        """Sign, then send."""
+        self.transport.send(envelope, self.signer.sign(data), before_data=before_data)
+
+    def close(self) -> None:
+        """Close the transport beneath."""
+        self.transport.close()
+
+
 class Mailroom:
     """Opens transports to where mail goes, and keeps that place running while a send lasts.
 
     Use it as a context manager (or :meth:`start` and :meth:`stop`) around a send; each
-    sending thread opens its own transport.
+    sending thread opens its own transport. With a ``signer``, every message that leaves
+    through the mailroom is DKIM-signed: the digests, the confirmations and the replies.
     """
 
     description = "nowhere"
+    signer: DkimSigner | None = None
+
+    def _connect(self) -> Transport:
+        """A new, unsigned transport."""
+        raise NotImplementedError
 
     def open(self) -> Transport:
         """A new transport: one connection, for one sending thread."""
-        raise NotImplementedError
+        transport = self._connect()
+        return SigningTransport(transport, self.signer) if self.signer else transport
 
     def start(self) -> Mailroom:
         """Make the destination ready (the embedded sink starts here)."""
@@ -375,11 +400,11 @@ class Mailroom:
 class RelayMailroom(Mailroom):
     """The configured SMTP relay (``[smtp] host``)."""
 
-    def __init__(self, settings: SmtpSettings) -> None:
-        self.settings = settings
+    def __init__(self, settings: SmtpSettings, *, signer: DkimSigner | None = None) -> None:
+        self.settings, self.signer = settings, signer
         self.description = f"{settings.host}:{settings.port}"
 
-    def open(self) -> Transport:
+    def _connect(self) -> Transport:
         """A connection to the relay (opened at its first message)."""
         return SmtpTransport(self.settings)
 
@@ -392,8 +417,8 @@ class SinkMailroom(Mailroom):
     server behind.
     """
 
-    def __init__(self, settings: Settings) -> None:
-        self.settings = settings
+    def __init__(self, settings: Settings, *, signer: DkimSigner | None = None) -> None:
+        self.settings, self.signer = settings, signer
         self.maildir = settings.path(settings.sink.maildir)
         self.description = f"the embedded SMTP sink (Maildir {self.maildir})"
         self._sink: Sink | None = None
@@ -430,7 +455,7 @@ class SinkMailroom(Mailroom):
         if sink is not None:
             sink.stop()
 
-    def open(self) -> Transport:
+    def _connect(self) -> Transport:
         """A connection to the running sink."""
         sink = self._sink
         if sink is None:
@@ -443,7 +468,9 @@ class SinkMailroom(Mailroom):
             super().send(envelope, data)
             return
         with self._new_sink() as own:
-            transport = SmtpTransport(self._local(own))
+            transport: Transport = SmtpTransport(self._local(own))
+            if self.signer:
+                transport = SigningTransport(transport, self.signer)
             try:
                 transport.send(envelope, data)
             finally:
@@ -455,18 +482,25 @@ class RecordingMailroom(Mailroom):
 
     description = "a recording list"
 
-    def __init__(self, *, refuse: Callable[[Envelope], SendError | None] | None = None) -> None:
+    def __init__(
+        self,
+        *,
+        refuse: Callable[[Envelope], SendError | None] | None = None,
+        signer: DkimSigner | None = None,
+    ) -> None:
         self.messages: list[tuple[Envelope, bytes]] = []
         self.lock = threading.Lock()
-        self.refuse = refuse
+        self.refuse, self.signer = refuse, signer
 
-    def open(self) -> Transport:
+    def _connect(self) -> Transport:
         """A transport that appends to :attr:`messages`."""
         return RecordingTransport(self)
 
 
 def mailroom_for(settings: Settings) -> Mailroom:
-    """Where this configuration's mail goes: the ``[smtp]`` relay, else the embedded sink."""
+    """Where this configuration's mail goes: the ``[smtp]`` relay, else the embedded sink;
+    signed with ``[dkim]``'s key when one is set."""
+    signer = DkimSigner.from_settings(settings.dkim, base_dir=settings.base_dir)
     if settings.smtp.host:
-        return RelayMailroom(settings.smtp)
-    return SinkMailroom(settings)
+        return RelayMailroom(settings.smtp, signer=signer)
+    return SinkMailroom(settings, signer=signer)
