@@ -29,8 +29,9 @@ from digest.config import Settings, ensure_secret, load_settings
 from digest.db import make_engine
 from digest.errors import DigestError
 from digest.ingest import IngestReport, ingest, specs_from
+from digest.keywords import parse_keywords
 from digest.models import Paper, Source, Subscriber, utcnow
-from digest.ranking import Doc, Index, Profile, parse_keywords
+from digest.ranking import Doc, Index, Profile
 from digest.render import Renderer
 from digest.sink import Sink, list_mail
 

@@ -64,12 +64,13 @@ from sqlalchemy.engine import Engine
 from sqlmodel import Session as DbSession
 from sqlmodel import select
 
-from digest.compose import links_for
 from digest.config import Settings
 from digest.errors import DigestError, SendError, SubscriberError
+from digest.keywords import MAX_KEYWORD_CHARS, MAX_KEYWORDS, parse_keywords
+from digest.links import confirm_url, links_for
 from digest.mailer import DkimSigner, new_message_id
 from digest.models import Subscriber, utcnow
-from digest.ranking import MAX_KEYWORD_CHARS, MAX_KEYWORDS, parse_keywords
+from digest.postman import Postman
 from digest.render import one_line
 from digest.resources import templates_dir
 from digest.sink import free_port
@@ -79,8 +80,6 @@ from digest.tokens import MAX_AGE
 from digest.web import (
     WEEKDAYS,
     Outgoing,
-    Postman,
-    confirm_url,
     release_mail_slot,
 )
 from digest.web import subscribe as request_subscription

@@ -36,11 +36,12 @@ from sqlalchemy.engine import Engine
 from sqlmodel import Session, col, select
 
 from digest import edition as editions
-from digest.compose import context_for, doc_of, links_for, message_id, profile_of, to_mime
+from digest.compose import context_for, doc_of, message_id, profile_of, to_mime
 from digest.config import Settings
 from digest.db import insert_ignore, insert_ignore_rows, make_engine, update_rows
 from digest.edition import Edition
 from digest.errors import DigestError, SendError
+from digest.links import links_for
 from digest.mailer import DkimSigner, SmtpTransport
 from digest.models import Delivery, Paper, SentPaper, Subscriber, utcnow
 from digest.ranking import Index, Ranked

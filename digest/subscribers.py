@@ -12,8 +12,8 @@ from sqlalchemy.exc import IntegrityError
 from sqlmodel import Session, select
 
 from digest.errors import SubscriberError
+from digest.keywords import parse_keywords
 from digest.models import Subscriber, utcnow
-from digest.ranking import parse_keywords
 
 STATUSES = ("pending", "active", "unsubscribed", "bounced")
 FREQUENCIES = ("daily", "weekly")

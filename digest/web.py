@@ -61,18 +61,20 @@ from starlette.staticfiles import StaticFiles
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from digest import edition as editions
-from digest.compose import context_for, doc_of, links_for, profile_of
+from digest.compose import context_for, doc_of, profile_of
 from digest.config import Settings
 from digest.errors import DigestError, SendError, SubscriberError
-from digest.mailer import SmtpTransport, build_message, new_message_id
+from digest.keywords import MAX_KEYWORD_CHARS, MAX_KEYWORDS, parse_keywords
+from digest.links import confirm_url, links_for
+from digest.mailer import build_message, new_message_id
 from digest.models import Delivery, Paper, Subscriber, utcnow
 from digest.outbox import edition_papers
-from digest.ranking import MAX_KEYWORD_CHARS, MAX_KEYWORDS, Index, Profile, Ranked, parse_keywords
+from digest.postman import Postman
+from digest.ranking import Index, Profile, Ranked
 from digest.render import ConfirmContext, Renderer, short_authors
 from digest.resources import templates_dir
-from digest.sink import Sink
 from digest.subscribers import FREQUENCIES, Interests, make_interests, normalise_email
-from digest.tokens import MAX_AGE, Purpose, TokenError, make_token, read_token
+from digest.tokens import MAX_AGE, Purpose, TokenError, read_token
 
 log = logging.getLogger("digest.web")
 
@@ -195,71 +197,7 @@ class BodyLimitMiddleware:
 
 
 # ---------------------------------------------------------------------------------------------
-# sending the web app's mail
-
-
-class Postman:
-    """Sends the web app's mail: through ``[smtp]`` when a host is set, else into the sink.
-
-    With no relay, :meth:`start` (run by the app's lifespan, i.e. for as long as ``digest
-    serve`` runs) starts one embedded SMTP sink; without a lifespan (an app used bare), each
-    send starts and stops its own sink, which is slower but never leaves a server running.
-    """
-
-    def __init__(self, settings: Settings) -> None:
-        self.settings = settings
-        self._sink: Sink | None = None
-        self._lock = threading.Lock()
-
-    def start(self) -> None:
-        """Start the embedded sink when mail has nowhere else to go."""
-        with self._lock:
-            if not self.settings.smtp.host and self._sink is None:
-                self._sink = self._new_sink().start()
-
-    def stop(self) -> None:
-        """Stop the embedded sink, if one runs."""
-        with self._lock:
-            sink, self._sink = self._sink, None
-        if sink is not None:
-            sink.stop()
-
-    def _new_sink(self) -> Sink:
-        s = self.settings.sink
-        return Sink(self.settings.path(s.maildir), host=s.host, port=s.port)
-
-    def send(self, to_addr: str, data: bytes) -> None:
-        """Send one message now; SendError when it cannot be handed over."""
-        smtp = self.settings.smtp
-        if smtp.host:
-            with SmtpTransport(smtp) as transport:
-                transport.send(smtp.from_address, to_addr, data)
-            return
-        # The sink is on loopback and speaks neither TLS nor AUTH.
-        local = dataclasses.replace(smtp, security="none", username="")
-        sink = self._sink
-        if sink is not None:
-            with SmtpTransport(
-                local, host_override=sink.host, port_override=sink.port
-            ) as transport:
-                transport.send(smtp.from_address, to_addr, data)
-            return
-        with (
-            self._new_sink() as own,
-            SmtpTransport(local, host_override=own.host, port_override=own.port) as transport,
-        ):
-            transport.send(smtp.from_address, to_addr, data)
-
-
-def confirm_url(settings: Settings, subscriber: Subscriber) -> str:
-    """The signed link that confirms this subscriber's address."""
-    token = make_token(
-        settings.secret_key,
-        "confirm",
-        subscriber_id=subscriber.id or 0,
-        version=subscriber.token_version,
-    )
-    return f"{settings.site.base_url.rstrip('/')}/confirm/{token}"
+# the web app's mail
 
 
 def confirmation_message(

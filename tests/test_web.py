@@ -23,9 +23,9 @@ from sqlalchemy.engine import Engine
 from sqlmodel import Session, select
 
 from digest import outbox, subscribers, tokens, web
-from digest.compose import links_for
 from digest.config import Settings
 from digest.db import make_engine
+from digest.links import links_for
 from digest.models import Delivery, Paper, Subscriber
 from digest.render import Renderer
 from digest.sink import free_port, list_mail
