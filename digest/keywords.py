@@ -3,7 +3,7 @@
 Small and dependency-free, so that the subscription rules (:mod:`digest.subscriptions`) and the
 ranking (:mod:`digest.ranking`) share one definition of each limit without either importing
 the other. The ranking reads at most ``MAX_KEYWORDS`` keywords of at most ``MAX_KEYWORD_CHARS``
-characters.
+characters; the subscription rules refuse more rather than cut it.
 """
 
 from __future__ import annotations
@@ -26,6 +26,22 @@ def _pieces(text: str) -> Iterator[str]:
         keyword = " ".join(_CONTROL_RE.sub(" ", piece).split())
         if keyword:
             yield keyword
+
+
+def split_keywords(text: str) -> tuple[str, ...]:
+    """Every keyword in ``text``, trimmed and deduped (case-insensitively), none cut short.
+
+    Unbounded: check the text's length first (the subscription rules do), then refuse a list
+    over the limits rather than cut it.
+    """
+    out: list[str] = []
+    seen: set[str] = set()
+    for keyword in _pieces(text):
+        folded = keyword.casefold()
+        if folded not in seen:
+            seen.add(folded)
+            out.append(keyword)
+    return tuple(out)
 
 
 def parse_keywords(text: str) -> tuple[str, ...]:

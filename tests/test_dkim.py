@@ -12,7 +12,7 @@ from typing import Any
 import dkim
 import pytest
 
-from digest import outbox, subscribers
+from digest import outbox, subscriptions
 from digest.config import Settings
 from digest.db import make_engine
 from digest.ingest import SourceSpec, ingest
@@ -50,7 +50,7 @@ def test_digests_are_signed_and_verify(
     ingest(
         engine, settings, [SourceSpec(name="a", location=str(shared / "seeds/daily-papers-a.txt"))]
     )
-    subscribers.add(engine, "ada@example.org", subscribers.make_interests("quantization"))
+    subscriptions.add(engine, "ada@example.org", subscriptions.make_interests("quantization"))
     assert outbox.send(engine, settings, renderer=Renderer.create()).sent == 1
     [envelope] = handler.envelopes
     raw: bytes = envelope.original_content

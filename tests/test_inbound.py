@@ -27,7 +27,7 @@ import pytest
 from sqlalchemy.engine import Engine
 from sqlmodel import Session, select
 
-from digest import subscribers, web
+from digest import subscriptions
 from digest.config import Settings, load_settings
 from digest.db import make_engine
 from digest.errors import ConfigError
@@ -188,7 +188,7 @@ def count_rows(engine: Engine) -> int:
 
 
 def active(engine: Engine, email: str = ADA, keywords: str = "llm inference") -> Subscriber:
-    return subscribers.add(engine, email, subscribers.make_interests(keywords))
+    return subscriptions.add(engine, email, subscriptions.make_interests(keywords))
 
 
 # ---------------------------------------------------------------------------------------------
@@ -262,7 +262,7 @@ def test_an_unsubscribed_reader_can_come_back_by_mail(
     server: InboundServer, engine: Engine, inbox: list[Any], web_client: TestClient
 ) -> None:
     active(engine, keywords="quantization")
-    subscribers.unsubscribe(engine, ADA)
+    subscriptions.unsubscribe(engine, ADA)
     command(server, "subscribe")  # no keywords: their old ones
     sub = row(engine)
     assert sub is not None and sub.status == "pending" and sub.keywords == ["quantization"]
@@ -303,8 +303,8 @@ def test_an_active_subscription_is_not_changed_by_mail(
 def test_the_confirmation_interval_is_shared_with_the_web_form(
     server: InboundServer, engine: Engine, inbox: list[Any], clock: Clock
 ) -> None:
-    interests = subscribers.make_interests("llm")
-    assert web.subscribe(engine, ADA, interests, now=clock(), interval_seconds=300) is not None
+    interests = subscriptions.make_interests("llm")
+    assert subscriptions.request(engine, ADA, interests, now=clock(), interval_seconds=300)
     command(server, "subscribe quantization")
     assert inbox == []
     clock.advance(301)

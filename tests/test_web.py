@@ -22,7 +22,7 @@ from itsdangerous import TimestampSigner, URLSafeTimedSerializer
 from sqlalchemy.engine import Engine
 from sqlmodel import Session, select
 
-from digest import outbox, subscribers, tokens, web
+from digest import outbox, subscriptions, tokens
 from digest.config import Settings
 from digest.db import make_engine
 from digest.links import links_for
@@ -172,7 +172,7 @@ def path(url: str) -> str:
 def active(
     engine: Engine, email: str = "grace@example.org", keywords: str = "quantization"
 ) -> Subscriber:
-    return subscribers.add(engine, email, subscribers.make_interests(keywords, max_papers=5))
+    return subscriptions.add(engine, email, subscriptions.make_interests(keywords, max_papers=5))
 
 
 def token(settings: Settings, purpose: str, sub: Subscriber, *, secret: str | None = None) -> str:
@@ -444,14 +444,14 @@ def test_a_subscribe_flood_sends_one_mail_per_interval(
 
 
 def test_racing_requests_claim_one_mail(engine: Engine) -> None:
-    interests = subscribers.make_interests("llm")
-    subscribers.add(engine, "ada@example.org", interests, status="pending")
+    interests = subscriptions.make_interests("llm")
+    subscriptions.add(engine, "ada@example.org", interests, status="pending")
     barrier = threading.Barrier(8)
     won: list[object] = []
 
     def attempt() -> None:
         barrier.wait()
-        outgoing = web.subscribe(
+        outgoing = subscriptions.request(
             engine, "ada@example.org", interests, now=NOW, interval_seconds=300
         )
         if outgoing is not None:
@@ -470,7 +470,7 @@ def test_the_answer_is_the_same_for_new_and_known_addresses(
 ) -> None:
     grace = active(engine, "grace@example.org", "quantization")
     gone = active(engine, "alan@example.org", "mixture of experts")
-    subscribers.unsubscribe(engine, "alan@example.org")
+    subscriptions.unsubscribe(engine, "alan@example.org")
     subscribe(client, email="kate@example.org")  # pending already
     clock.advance(3600)
     pages = {
@@ -567,8 +567,8 @@ def test_tokens_are_itsdangerous_tokens() -> None:
 def test_bad_tokens_get_a_clear_4xx_and_change_nothing(
     client: TestClient, web_settings: Settings, engine: Engine
 ) -> None:
-    pending = subscribers.add(
-        engine, "ada@example.org", subscribers.make_interests("llm"), status="pending"
+    pending = subscriptions.add(
+        engine, "ada@example.org", subscriptions.make_interests("llm"), status="pending"
     )
     reader = active(engine)
     good_unsub = token(web_settings, "unsubscribe", reader)
@@ -703,10 +703,10 @@ def test_preferences_are_prefilled_and_saved_with_csrf(
     client: TestClient, web_settings: Settings, engine: Engine
 ) -> None:
     add_papers(engine, NOW - timedelta(hours=1))
-    reader = subscribers.add(
+    reader = subscriptions.add(
         engine,
         "grace@example.org",
-        subscribers.make_interests(
+        subscriptions.make_interests(
             "quantization", exclude="survey", frequency="weekly", weekday=2, timezone="Asia/Tokyo"
         ),
     )
