@@ -90,7 +90,7 @@ def vocabulary(docs: list[Doc]) -> list[str]:
     """Research topics as readers type them, most popular first."""
     import json
 
-    from digest.ranking import parse_keywords
+    from digest.keywords import parse_keywords
 
     typed = [kw for p in json.loads(PROFILES.read_text()) for kw in parse_keywords(p["keywords"])]
     known = [form for forms in EQUIVALENTS for form in forms]

@@ -29,7 +29,8 @@ from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
-from digest.ranking import Doc, Index, Profile, parse_keywords
+from digest.keywords import parse_keywords
+from digest.ranking import Doc, Index, Profile
 from digest.sources import parse_source
 
 ROOT = Path(__file__).resolve().parent.parent

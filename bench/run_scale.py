@@ -50,8 +50,9 @@ from send_speed import Mail, SinkProcess, build_mails, send_baseline
 from digest.config import load_settings
 from digest.db import make_engine, table_of
 from digest.ingest import SourceSpec, ingest
+from digest.keywords import parse_keywords
 from digest.models import Paper, SentPaper, Subscriber, utcnow
-from digest.ranking import STOPWORDS, parse_keywords
+from digest.ranking import STOPWORDS
 from digest.resources import bundled_path
 
 ROOT = Path(__file__).resolve().parent.parent

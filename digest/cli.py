@@ -22,15 +22,16 @@ import click
 from sqlalchemy.engine import Engine
 from sqlmodel import Session, col, select
 
-from digest import __version__, delivery, subscribers
+from digest import __version__, delivery, subscriptions
 from digest import edition as editions
 from digest import status as status_mod
 from digest.config import Settings, ensure_secret, load_settings
 from digest.db import make_engine
 from digest.errors import DigestError
 from digest.ingest import IngestReport, ingest, specs_from
+from digest.keywords import MAX_KEYWORD_CHARS, MAX_KEYWORDS
 from digest.models import Paper, Source, Subscriber, utcnow
-from digest.ranking import Doc, Index, Profile, parse_keywords
+from digest.ranking import Doc, Index, Profile
 from digest.render import Renderer
 from digest.sink import list_mail
 
@@ -272,13 +273,17 @@ def _paper_json(p: Paper) -> dict[str, Any]:
     "--keywords",
     "-k",
     required=True,
-    help='Comma-separated interests, e.g. "llm inference, quantization".',
+    help='Comma-separated interests, e.g. "llm inference, quantization" '
+    f"(at most {MAX_KEYWORDS}, each at most {MAX_KEYWORD_CHARS} characters).",
 )
 @click.option(
     "--exclude", "-x", default="", help="Comma-separated keywords whose papers are never sent."
 )
 @click.option(
-    "--max-papers", type=int, default=None, help="Papers per digest (default from the config)."
+    "--max-papers",
+    type=int,
+    default=None,
+    help=f"Papers per digest, 1 to {subscriptions.MAX_PAPERS} (default from the config).",
 )
 @click.option("--weekly", is_flag=True, help="One digest a week instead of every day.")
 @click.option(
@@ -301,16 +306,16 @@ def subscribe_cmd(
     timezone: str,
 ) -> None:
     """Add an active subscriber (no confirmation mail: you vouch for the address)."""
-    interests = subscribers.make_interests(
+    interests = subscriptions.make_interests(
         keywords,
         exclude=exclude,
         frequency="weekly" if weekly else "daily",
         weekday=weekday,
         send_hour=send_hour,
         timezone=timezone,
-        max_papers=max_papers or app.settings.digest.max_papers,
+        max_papers=app.settings.digest.max_papers if max_papers is None else max_papers,
     )
-    row = subscribers.add(app.engine, email, interests)
+    row = subscriptions.add(app.engine, email, interests)
     click.echo(
         f"Subscribed {row.email}: {', '.join(row.keywords)}"
         + (f" (excluding {', '.join(row.exclude)})" if row.exclude else "")
@@ -323,19 +328,22 @@ def subscribe_cmd(
 @with_app
 def unsubscribe_cmd(app: App, email: str) -> None:
     """Stop sending to a subscriber (the row is kept, marked unsubscribed)."""
-    row = subscribers.unsubscribe(app.engine, email)
-    click.echo(f"Unsubscribed {row.email}.")
+    address = subscriptions.normalise_email(email)
+    subscriptions.unsubscribe(app.engine, address, now=utcnow())
+    click.echo(f"Unsubscribed {address}.")
 
 
 @main.command("subscribers")
 @click.option(
-    "--status", type=click.Choice(subscribers.STATUSES), help="Only subscribers with this status."
+    "--status",
+    type=click.Choice(subscriptions.STATUSES),
+    help="Only subscribers with this status.",
 )
 @click.option("--json", "as_json", is_flag=True, help="Print JSON.")
 @with_app
 def subscribers_cmd(app: App, status: str | None, as_json: bool) -> None:
     """List subscribers with their status and interests."""
-    rows = subscribers.listing(app.engine, status=status)
+    rows = subscriptions.listing(app.engine, status=status)
     if as_json:
         click.echo(
             json.dumps(
@@ -385,7 +393,7 @@ def rank_cmd(
     app: App, keywords: str, exclude: str, limit: int, since: datetime | None, as_json: bool
 ) -> None:
     """Rank the papers in the database for KEYWORDS (comma-separated) — try them before subscribing."""
-    kws = parse_keywords(keywords)
+    kws = subscriptions.keyword_list(keywords)
     if not kws:
         raise click.ClickException(
             'give at least one keyword, e.g. digest rank "llm inference, quantization"'
@@ -403,7 +411,16 @@ def rank_cmd(
         ]
     )
     [(_, ranked)] = list(
-        index.rank([Profile(id=0, keywords=kws, exclude=parse_keywords(exclude), limit=limit)])
+        index.rank(
+            [
+                Profile(
+                    id=0,
+                    keywords=kws,
+                    exclude=subscriptions.keyword_list(exclude, field="exclude"),
+                    limit=limit,
+                )
+            ]
+        )
     )
     if as_json:
         click.echo(
@@ -527,7 +544,7 @@ def preview_cmd(
     app: App, email: str, day: datetime | None, out: Path | None, open_it: bool
 ) -> None:
     """Write the exact HTML a subscriber would get, without sending or recording anything."""
-    sub = subscribers.get(app.engine, email)
+    sub = subscriptions.get(app.engine, email)
     zone = app.settings.zone
     when = day.date() if day else utcnow().astimezone(zone).date()
     ed = editions.weekly(when, zone) if sub.frequency == "weekly" else editions.daily(when, zone)
@@ -617,10 +634,10 @@ def demo_cmd(app: App) -> None:
     _print_ingest(report)
     for email, keywords, exclude in DEMO_READERS:
         try:
-            subscribers.add(
+            subscriptions.add(
                 app.engine,
                 email,
-                subscribers.make_interests(keywords, exclude=exclude, max_papers=5),
+                subscriptions.make_interests(keywords, exclude=exclude, max_papers=5),
             )
             click.echo(f"Subscribed demo reader {email}: {keywords}")
         except DigestError:
@@ -866,7 +883,7 @@ def status_cmd(app: App, email: str | None) -> None:
     """
     now = utcnow()
     if email:
-        sub = subscribers.get(app.engine, email)
+        sub = subscriptions.get(app.engine, email)
         st = status_mod.reader_status(app.engine, app.settings, sub, now=now)
         schedule = (
             f"weekly on {calendar.day_name[sub.weekday]}" if sub.frequency == "weekly" else "daily"

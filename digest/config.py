@@ -21,6 +21,7 @@ from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
 from digest.errors import ConfigError
 from digest.resources import default_config_path
+from digest.subscriptions import MAX_PAPERS
 
 SECRET_ENV = "DIGEST_SECRET_KEY"
 SMTP_PASSWORD_ENV = "DIGEST_SMTP_PASSWORD"
@@ -279,7 +280,10 @@ def _validate(settings: Settings, source: str) -> None:
             "[smtp] ehlo_name: must be a host name (letters, digits, dots, hyphens) or an "
             "address literal like [192.0.2.1]",
         ),
-        (1 <= settings.digest.max_papers <= 100, "[digest] max_papers: must be 1-100"),
+        (
+            1 <= settings.digest.max_papers <= MAX_PAPERS,
+            f"[digest] max_papers: must be 1-{MAX_PAPERS}, the most papers a digest may carry",
+        ),
         (settings.digest.lookback_days >= 1, "[digest] lookback_days: must be at least 1"),
         (settings.digest.snippet_chars >= 40, "[digest] snippet_chars: must be at least 40"),
         (settings.delivery.max_attempts >= 1, "[delivery] max_attempts: must be at least 1"),
@@ -367,7 +371,7 @@ def _validate(settings: Settings, source: str) -> None:
 
 
 def _is_address(value: str) -> bool:
-    """A plain local@domain (full validation of readers' addresses lives in subscribers)."""
+    """A plain local@domain (full validation of readers' addresses lives in subscriptions)."""
     local, at, domain = value.partition("@")
     return bool(
         at

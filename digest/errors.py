@@ -3,7 +3,8 @@
 DigestError                 every error digest reports to its user
 ├── ConfigError             a bad configuration file, key or value
 ├── SourceError             a source could not be fetched or parsed
-├── SubscriberError         a bad address, a duplicate, an unknown subscriber
+├── SubscriberError         a bad address or choice (``field`` names it), a duplicate, an
+│                           unknown subscriber, a revoked link
 ├── SendError               an SMTP failure; ``permanent`` tells a 5xx from a retryable one,
 │                           ``relay`` a relay that cannot be used at all from one message's fault
 └── TemplateError           a digest could not be rendered
@@ -25,7 +26,16 @@ class SourceError(DigestError):
 
 
 class SubscriberError(DigestError):
-    """A bad address, a duplicate or an unknown subscriber."""
+    """A bad address or choice, a duplicate, an unknown subscriber or a revoked link.
+
+    ``field`` names the choice that was refused ("keywords", "exclude", "max_papers", …, the
+    names of :class:`digest.subscriptions.Interests` and of the web form's fields), so that a
+    form can show the message beside it; None when the error is about no one field.
+    """
+
+    def __init__(self, message: str, *, field: str | None = None) -> None:
+        super().__init__(message)
+        self.field = field
 
 
 class SendError(DigestError):

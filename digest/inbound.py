@@ -17,8 +17,8 @@ Trust: the From address of a mail can be forged, so a mail alone never does what
 owner of the address may do.
 
 - A new, pending, unsubscribed or bounced address becomes (or stays) pending with the interests
-  asked for and is mailed a confirmation link: the web form's own logic
-  (:func:`digest.web.subscribe`), sharing its one such mail per ``[web]
+  asked for and is mailed a confirmation link: the web form's own rule
+  (:func:`digest.subscriptions.request`), sharing its one such mail per ``[web]
   confirm_interval_seconds``. Nothing else reaches it until the link is followed.
 - An active subscription is never changed by mail: the reply carries the reader's signed
   preferences link (same slot), which only whoever reads that mailbox can follow.
@@ -61,30 +61,21 @@ import jinja2
 from aiosmtpd.controller import Controller
 from aiosmtpd.smtp import SMTP, Envelope, Session
 from sqlalchemy.engine import Engine
-from sqlmodel import Session as DbSession
-from sqlmodel import select
 
+from digest import subscriptions
 from digest.config import Settings
-from digest.delivery.compose import links_for
 from digest.delivery.transports import Envelope as MailEnvelope
 from digest.delivery.transports import Mailroom, mailroom_for
 from digest.errors import DigestError, SendError, SubscriberError
+from digest.keywords import MAX_KEYWORD_LIST_CHARS
+from digest.links import confirm_url, links_for
 from digest.mailer import new_message_id
-from digest.models import Subscriber, utcnow
-from digest.ranking import MAX_KEYWORD_CHARS, MAX_KEYWORDS, parse_keywords
+from digest.models import utcnow
 from digest.render import one_line
 from digest.resources import templates_dir
 from digest.sink import free_port
-from digest.subscribers import Interests, make_interests, normalise_email
-from digest.subscribers import unsubscribe as end_subscription
+from digest.subscriptions import WEEKDAYS, Interests, Outgoing
 from digest.tokens import MAX_AGE
-from digest.web import (
-    WEEKDAYS,
-    Outgoing,
-    confirm_url,
-    release_mail_slot,
-)
-from digest.web import subscribe as request_subscription
 
 log = logging.getLogger("digest.inbound")
 
@@ -94,7 +85,9 @@ Role = Literal["commands", "subscribe", "unsubscribe"]
 MAX_BODY_LINES = 40  # non-blank lines of the body looked at
 MAX_COMMANDS = 10
 MAX_UNKNOWN_SHOWN = 3
-MAX_LINE_CHARS = 2000
+# Longer than any keyword list a command may carry, so that an over-long line is refused by
+# that limit (the reply names it) rather than cut short into a list that passes.
+MAX_LINE_CHARS = MAX_KEYWORD_LIST_CHARS + 100
 MAX_TEXT_CHARS = 20_000
 MAX_MULTIPARTS = 20  # more multipart containers than a mail client makes: a MIME bomb
 MAX_PARTS = 50
@@ -123,7 +116,6 @@ _END = re.compile(
     re.IGNORECASE,
 )
 _ON = re.compile(r"^(?:on|every)\s+")
-_KEYWORD_PIECES = re.compile(r"[,;\n\r]+")
 _MSG_ID = re.compile(r"<[^<>@\s]{1,200}@[^<>@\s]{1,200}>")
 _ROBOT = re.compile(
     r"mailer-daemon|postmaster|listserv|majordomo|owner-.*|.*-request|.*-bounces?"
@@ -350,7 +342,7 @@ def _valid(address: str) -> str | None:
     if not address or len(address) > MAX_EMAIL_CHARS:
         return None
     try:
-        return normalise_email(address)
+        return subscriptions.normalise_email(address)
     except SubscriberError:
         return None
 
@@ -477,12 +469,12 @@ class _Wanted:
     problems: tuple[str, ...]
 
 
-def _keyword_problem(raw: str, what: str) -> str | None:
-    pieces = [p.strip() for p in _KEYWORD_PIECES.split(raw) if p.strip()]
-    if len(pieces) > MAX_KEYWORDS:
-        return f"{what}: at most {MAX_KEYWORDS} keywords."
-    if any(len(p) > MAX_KEYWORD_CHARS for p in pieces):
-        return f"{what}: each keyword can be at most {MAX_KEYWORD_CHARS} characters."
+def _keyword_problem(raw: str, field: subscriptions.KeywordField) -> str | None:
+    """What is wrong with a mail's keyword list (the limit it goes over), as a reply line."""
+    try:
+        subscriptions.keyword_list(raw, field=field)
+    except SubscriberError as e:
+        return f"{field}: {e}."
     return None
 
 
@@ -514,8 +506,12 @@ def wanted_changes(commands: Commands, *, role: Role) -> _Wanted:
                 )
             frequency, weekday = "weekly", _DAYS.get(day) if day else None
     joined = ", ".join(keywords) if keywords else None
-    for what, raw in (("keywords", joined), ("exclude", ", ".join(exclude or []))):
-        problem = _keyword_problem(raw or "", what)
+    lists: tuple[tuple[subscriptions.KeywordField, str], ...] = (
+        ("keywords", joined or ""),
+        ("exclude", ", ".join(exclude or [])),
+    )
+    for field, raw in lists:
+        problem = _keyword_problem(raw, field)
         if problem:
             problems.append(problem)
     return _Wanted(
@@ -661,20 +657,19 @@ class CommandProcessor:
                 )
         return reply
 
-    def _row(self, email: str) -> Subscriber | None:
-        with DbSession(self.engine) as session:
-            return session.exec(select(Subscriber).where(Subscriber.email == email)).first()
-
     def _unsubscribe(self, sender: str, *, ignored: bool = False) -> Reply:
-        row = self._row(sender)
+        # By address, with no link: what RFC 2369's List-Unsubscribe mailto promises.
+        try:
+            ended = subscriptions.unsubscribe(self.engine, sender, now=self.clock())
+        except SubscriberError:  # no subscriber has this address
+            ended = False
         commands = self.settings.inbound.address
-        if row is None or row.status == "unsubscribed":
+        if not ended:
             return Reply(
                 subject=f"Your {self.site} subscription",
                 headline="There was nothing to unsubscribe",
                 lines=[f"{sender} has no {self.site} subscription."],
             )
-        end_subscription(self.engine, sender)
         lines = [f"{sender} gets no more {self.site} digests."]
         if ignored:
             lines.append("The other commands in your mail were ignored: unsubscribe comes first.")
@@ -694,7 +689,7 @@ class CommandProcessor:
         return Interests(
             keywords=(),
             timezone=zone,
-            max_papers=min(self.settings.digest.max_papers, 50),
+            max_papers=self.settings.digest.max_papers,
         )
 
     def _subscribe(self, sender: str, commands: Commands, *, role: Role) -> Reply | None:
@@ -706,7 +701,7 @@ class CommandProcessor:
                 lines=["Your mail had a problem, so nothing was done:", *wanted.problems],
                 show_help=True,
             )
-        row = self._row(sender)
+        row = subscriptions.find(self.engine, sender)
         status = row.status if row is not None else None
         if status not in ("pending", "active") and not wanted.subscribe:
             return Reply(
@@ -718,18 +713,12 @@ class CommandProcessor:
                 ],
                 show_help=True,
             )
-        base = self._defaults()
-        if row is not None:
-            base = Interests(
-                keywords=tuple(row.keywords),
-                exclude=tuple(row.exclude),
-                frequency=row.frequency,
-                weekday=row.weekday,
-                send_hour=row.send_hour,
-                timezone=row.timezone,
-                max_papers=row.max_papers,
-            )
-        keywords = parse_keywords(wanted.keywords) if wanted.keywords is not None else base.keywords
+        base = self._defaults() if row is None else subscriptions.interests_of(row)
+        keywords = (
+            subscriptions.keyword_list(wanted.keywords)  # within the limits: checked above
+            if wanted.keywords is not None
+            else base.keywords
+        )
         if not keywords:
             return Reply(
                 subject=f"{self.site} email commands",
@@ -741,7 +730,7 @@ class CommandProcessor:
                 show_help=True,
             )
         try:
-            interests = make_interests(
+            interests = subscriptions.make_interests(
                 keywords,
                 exclude=wanted.exclude if wanted.exclude is not None else base.exclude,
                 frequency=wanted.frequency or base.frequency,
@@ -757,7 +746,7 @@ class CommandProcessor:
                 lines=[f"Your mail had a problem, so nothing was done: {e}."],
                 show_help=True,
             )
-        outgoing = request_subscription(
+        outgoing = subscriptions.request(
             self.engine,
             sender,
             interests,
@@ -769,8 +758,7 @@ class CommandProcessor:
             # mails gets one mail through, like the web form).
             log.info("event=throttled to=%s reason=confirm-interval", sender)
             return None
-        with DbSession(self.engine) as session:
-            fresh = session.get(Subscriber, outgoing.subscriber_id)
+        fresh = subscriptions.by_id(self.engine, outgoing.subscriber_id)
         if fresh is None:
             return None
         if outgoing.kind == "confirm":
@@ -790,15 +778,7 @@ class CommandProcessor:
                 "the link.",
                 outgoing=outgoing,
             )
-        current = Interests(
-            keywords=tuple(fresh.keywords),
-            exclude=tuple(fresh.exclude),
-            frequency=fresh.frequency,
-            weekday=fresh.weekday,
-            send_hour=fresh.send_hour,
-            timezone=fresh.timezone,
-            max_papers=fresh.max_papers,
-        )
+        current = subscriptions.interests_of(fresh)
         preferences = links_for(self.settings, fresh, None).preferences
         if interests == current:
             lines = [f"{sender} already gets {self.site} digests with these settings."]
@@ -924,7 +904,7 @@ class CommandProcessor:
                 sent = True
                 log.info("event=replied to=%s subject=%r", ascii_to, reply.subject)
         if not sent and reply.outgoing is not None:
-            release_mail_slot(self.engine, reply.outgoing)
+            subscriptions.release_mail_slot(self.engine, reply.outgoing)
         return sent
 
 

@@ -66,10 +66,10 @@ import numpy as np
 import numpy.typing as npt
 import Stemmer
 
+from digest.keywords import MAX_KEYWORD_CHARS, MAX_KEYWORDS
+
 Field = Literal["title", "abstract"]
 
-MAX_KEYWORDS = 50
-MAX_KEYWORD_CHARS = 100
 MAX_TEXT_CHARS = 50_000  # per title or abstract; the rest is neither ranked nor highlighted
 MAX_KEYWORD_TOKENS = 12
 MAX_VARIANTS = 32
@@ -215,8 +215,6 @@ _ASCII_SCAN_RE = _scan_pattern(_ASCII_WORD)
 _COMBINING_RE = re.compile(r"[\u0300-\u036f]")
 _ACRONYM_PLURAL_RE = re.compile(r"[A-Z][A-Z0-9]+s")  # LLMs, GPUs
 _CONSONANT_PLURAL_RE = re.compile(r"[bcdfghjklmnpqrstvwxz]{2,}s")  # llms, cnns
-_KEYWORD_SPLIT_RE = re.compile(r"[,;\n\r]+")
-_CONTROL_RE = re.compile(r"[\x00-\x1f\x7f-\x9f\u200b-\u200f\u202a-\u202e\u2060-\u2064\ufeff]")
 
 _DENSE_CELLS = 1 << 23  # a chunk's concepts x papers block densified up to 64 MB, else sparse
 _KEYWORDS = operator.attrgetter("keywords")
@@ -1613,23 +1611,6 @@ def _kth_bound(scores: _F32Array, k: int) -> _F32Array:
 def rank(docs: Sequence[Doc], profiles: Sequence[Profile]) -> list[list[Ranked]]:
     """Rank ``docs`` for each profile (a convenience over ``Index.build(docs).rank(profiles)``)."""
     return [list(ranked) for _, ranked in Index.build(docs).rank(profiles)]
-
-
-def parse_keywords(text: str) -> tuple[str, ...]:
-    """Split a reader's keyword text on commas, semicolons and newlines; trim, dedupe, bound."""
-    out: list[str] = []
-    seen: set[str] = set()
-    for piece in _KEYWORD_SPLIT_RE.split(text[: MAX_KEYWORDS * (MAX_KEYWORD_CHARS + 1) * 20]):
-        keyword = " ".join(_CONTROL_RE.sub(" ", piece).split())
-        keyword = keyword[:MAX_KEYWORD_CHARS].rstrip()
-        folded = keyword.casefold()
-        if not keyword or folded in seen:
-            continue
-        seen.add(folded)
-        out.append(keyword)
-        if len(out) >= MAX_KEYWORDS:
-            break
-    return tuple(out)
 
 
 class _HighlightText:

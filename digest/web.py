@@ -11,10 +11,11 @@ token gets a 4xx page and changes nothing. Forms carry a signed double-submit CS
 RFC 8058 one-click unsubscribe POST needs none. Request bodies are bounded, and every response
 carries a Content-Security-Policy that allows scripts from this site only.
 
+The subscription rules (double opt-in, limits, what a link may change) live in
+:mod:`digest.subscriptions`; this module reads the forms and links and shows the answers.
 Subscribing answers with the same page whatever the address's state (no enumeration) and mails
 in a background task after the response, so its timing says nothing either; at most one mail
-per address goes out per ``[web] confirm_interval_seconds``, claimed with one conditional
-UPDATE so concurrent requests cannot both win.
+per address goes out per ``[web] confirm_interval_seconds`` (:func:`digest.subscriptions.request`).
 """
 
 from __future__ import annotations
@@ -38,9 +39,9 @@ from zoneinfo import ZoneInfo, available_timezones
 
 import jinja2
 from itsdangerous import BadSignature, SignatureExpired, URLSafeTimedSerializer
-from sqlalchemy import or_, text, update
+from sqlalchemy import text
 from sqlalchemy.engine import Engine
-from sqlalchemy.exc import IntegrityError, SQLAlchemyError
+from sqlalchemy.exc import SQLAlchemyError
 from sqlmodel import Session, col, select
 from starlette.applications import Starlette
 from starlette.background import BackgroundTask
@@ -61,24 +62,25 @@ from starlette.staticfiles import StaticFiles
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from digest import edition as editions
+from digest import subscriptions
 from digest.config import Settings
-from digest.delivery.compose import context_for, doc_of, edition_papers, links_for, profile_of
+from digest.delivery.compose import context_for, doc_of, edition_papers, profile_of
 from digest.delivery.transports import Envelope, Mailroom, mailroom_for
 from digest.errors import DigestError, SendError, SubscriberError
+from digest.keywords import MAX_KEYWORD_LIST_CHARS, parse_keywords
+from digest.links import confirm_url, links_for
 from digest.mailer import build_message, new_message_id
 from digest.models import Delivery, Paper, Subscriber, utcnow
-from digest.ranking import MAX_KEYWORD_CHARS, MAX_KEYWORDS, Index, Profile, Ranked, parse_keywords
+from digest.ranking import Index, Profile, Ranked
 from digest.render import ConfirmContext, Renderer, short_authors
 from digest.resources import templates_dir
-from digest.subscribers import FREQUENCIES, Interests, make_interests, normalise_email
-from digest.tokens import MAX_AGE, Purpose, TokenError, make_token, read_token
+from digest.subscriptions import MAX_PAPERS, WEEKDAYS, Interests, Outgoing
+from digest.tokens import MAX_AGE, Purpose, TokenError, read_token
 
 log = logging.getLogger("digest.web")
 
 MAX_EMAIL_CHARS = 254  # RFC 5321: a forward path holds at most 254 characters of address
-MAX_KEYWORDS_FIELD = 2000
 MAX_TIMEZONE_CHARS = 64
-MAX_PAPERS_CHOICE = 50
 MAX_FORM_FIELDS = 40
 TOP_PAPERS = 8
 RANK_LIMIT_DEFAULT = 10
@@ -88,9 +90,7 @@ ARCHIVE_PER_DAY = 5
 CSRF_MAX_AGE = 2 * 24 * 3600
 CSRF_FIELD = "csrf"
 ONE_CLICK = ("List-Unsubscribe", "One-Click")
-WEEKDAYS = ("Monday", "Tuesday", "Wednesday", "Thursday", "Friday", "Saturday", "Sunday")
 
-_KEYWORD_SPLIT = re.compile(r"[,;\n\r]+")
 _EDITION_ID = re.compile(r"\d{4}-\d{2}-\d{2}|\d{4}-W\d{2}")
 _COOKIE_VALUE = re.compile(r"[A-Za-z0-9_-]{32,64}")
 _TIMEZONE_LIST_SKIP = ("Etc/", "SystemV/", "US/", "posix", "right/")
@@ -197,17 +197,6 @@ class BodyLimitMiddleware:
 # the web app's mail
 
 
-def confirm_url(settings: Settings, subscriber: Subscriber) -> str:
-    """The signed link that confirms this subscriber's address."""
-    token = make_token(
-        settings.secret_key,
-        "confirm",
-        subscriber_id=subscriber.id or 0,
-        version=subscriber.token_version,
-    )
-    return f"{settings.site.base_url.rstrip('/')}/confirm/{token}"
-
-
 def confirmation_message(
     settings: Settings, renderer: Renderer, subscriber: Subscriber, *, now: datetime
 ) -> bytes:
@@ -267,16 +256,18 @@ class FormResult:
     interests: Interests | None = None
 
 
-def _keyword_error(raw: str, *, required: bool) -> str | None:
-    if len(raw) > MAX_KEYWORDS_FIELD:
-        return f"Keep this under {MAX_KEYWORDS_FIELD} characters."
-    pieces = [p.strip() for p in _KEYWORD_SPLIT.split(raw) if p.strip()]
-    if required and not parse_keywords(raw):
+def _sentence(message: str) -> str:
+    """A domain message as the form shows it beside a field: a capital, a full stop."""
+    return message[:1].upper() + message[1:] + ("" if message.endswith((".", "?", "!")) else ".")
+
+
+def _keyword_error(raw: str, *, field: subscriptions.KeywordField, required: bool) -> str | None:
+    try:
+        found = subscriptions.keyword_list(raw, field=field)
+    except SubscriberError as e:
+        return _sentence(str(e))
+    if required and not found:
         return "Give at least one keyword, e.g. llm inference, quantization."
-    if len(pieces) > MAX_KEYWORDS:
-        return f"At most {MAX_KEYWORDS} keywords."
-    if any(len(p) > MAX_KEYWORD_CHARS for p in pieces):
-        return f"Each keyword can be at most {MAX_KEYWORD_CHARS} characters."
     return None
 
 
@@ -318,18 +309,20 @@ def read_form(
             errors["email"] = f"An email address has at most {MAX_EMAIL_CHARS} characters."
         else:
             try:
-                email = normalise_email(raw)
+                email = subscriptions.normalise_email(raw)
             except SubscriberError as e:
                 reason = str(e.__cause__) if e.__cause__ else str(e)
                 errors["email"] = f"That is not a valid email address: {reason}"
             if email is not None and len(email) > MAX_EMAIL_CHARS:
                 email, errors["email"] = None, "That email address is too long."
     for name, required in (("keywords", True), ("exclude", False)):
-        problem = _keyword_error(values[name], required=required)
+        problem = _keyword_error(
+            values[name], field="keywords" if name == "keywords" else "exclude", required=required
+        )
         if problem:
             errors[name] = problem
     frequency = values["frequency"]
-    if frequency not in FREQUENCIES:
+    if frequency not in subscriptions.FREQUENCIES:
         errors["frequency"] = "Choose daily or weekly."
     weekday = _int_field(values["weekday"] or "0", 0, 6)
     if weekday is None:
@@ -340,14 +333,14 @@ def read_form(
     zone = values["timezone"].strip()
     if len(zone) > MAX_TIMEZONE_CHARS or zone not in zones:
         errors["timezone"] = "Choose a time zone from the list."
-    max_papers = _int_field(values["max_papers"], 1, MAX_PAPERS_CHOICE)
+    max_papers = _int_field(values["max_papers"], 1, MAX_PAPERS)
     if max_papers is None:
-        errors["max_papers"] = f"Choose from 1 to {MAX_PAPERS_CHOICE} papers."
+        errors["max_papers"] = f"Choose from 1 to {MAX_PAPERS} papers."
     if errors:
         return FormResult(values=values, errors=errors)
     assert weekday is not None and send_hour is not None and max_papers is not None
     try:
-        interests = make_interests(
+        interests = subscriptions.make_interests(
             values["keywords"],
             exclude=values["exclude"],
             frequency=frequency,
@@ -356,8 +349,8 @@ def read_form(
             timezone=zone,
             max_papers=max_papers,
         )
-    except SubscriberError as e:  # make_interests checks the same: a backstop, not a path
-        return FormResult(values=values, errors={"form": str(e)})
+    except SubscriberError as e:  # checked above already: a backstop, not a path
+        return FormResult(values=values, errors={e.field or "form": _sentence(str(e))})
     return FormResult(values=values, errors={}, email=email, interests=interests)
 
 
@@ -410,8 +403,7 @@ def subscriber_for(engine: Engine, secret: str, purpose: Purpose, token: str) ->
             status=400,
             title="This link is not valid",
         ) from e
-    with Session(engine) as session:
-        row = session.get(Subscriber, subscriber_id)
+    row = subscriptions.by_id(engine, subscriber_id)
     if row is None:
         raise LinkError(
             "It may have been cut short or changed: copy the whole link from the mail.",
@@ -425,143 +417,6 @@ def subscriber_for(engine: Engine, secret: str, purpose: Purpose, token: str) ->
             title="This link is no longer valid",
         )
     return row
-
-
-@dataclasses.dataclass(frozen=True, kw_only=True)
-class Outgoing:
-    """A mail the subscribe request earned: which kind, to whom, and the slot it claimed."""
-
-    kind: str  # "confirm" | "already"
-    subscriber_id: int
-    claimed_at: datetime
-    previous: datetime | None
-
-
-def subscribe(
-    engine: Engine,
-    email: str,
-    interests: Interests,
-    *,
-    now: datetime,
-    interval_seconds: int,
-) -> Outgoing | None:
-    """Record a web subscription; the mail to send, or None when the address had one recently.
-
-    A new address becomes a pending subscriber; a pending, unsubscribed or bounced one gets the
-    new interests and becomes pending again (it must confirm); an active one is left alone.
-    """
-    with Session(engine) as session:
-        row = session.exec(select(Subscriber).where(Subscriber.email == email)).first()
-        if row is None:
-            row = Subscriber(email=email, status="pending", created_at=now)
-            _apply(row, interests, now=now)
-            session.add(row)
-            try:
-                session.commit()
-            except IntegrityError:  # the same address, submitted twice at once
-                session.rollback()
-                row = session.exec(select(Subscriber).where(Subscriber.email == email)).one()
-        elif row.status != "active":
-            _apply(row, interests, now=now)
-            row.status = "pending"
-            session.add(row)
-            session.commit()
-        session.refresh(row)
-        kind = "already" if row.status == "active" else "confirm"
-        subscriber_id, previous = row.id or 0, row.last_confirmation_at
-    if not claim_mail_slot(engine, subscriber_id, now=now, interval_seconds=interval_seconds):
-        return None
-    return Outgoing(kind=kind, subscriber_id=subscriber_id, claimed_at=now, previous=previous)
-
-
-def _apply(row: Subscriber, interests: Interests, *, now: datetime) -> None:
-    row.keywords = list(interests.keywords)
-    row.exclude = list(interests.exclude)
-    row.frequency = interests.frequency
-    row.weekday = interests.weekday
-    row.send_hour = interests.send_hour
-    row.timezone = interests.timezone
-    row.max_papers = interests.max_papers
-    row.updated_at = now
-
-
-def claim_mail_slot(
-    engine: Engine, subscriber_id: int, *, now: datetime, interval_seconds: int
-) -> bool:
-    """Take the address's one mail per interval: true for exactly one of racing requests."""
-    cutoff = now - timedelta(seconds=interval_seconds)
-    stmt = (
-        update(Subscriber)
-        .where(
-            col(Subscriber.id) == subscriber_id,
-            or_(
-                col(Subscriber.last_confirmation_at).is_(None),
-                col(Subscriber.last_confirmation_at) <= cutoff,
-            ),
-        )
-        .values(last_confirmation_at=now)
-    )
-    with engine.begin() as conn:
-        return conn.execute(stmt).rowcount == 1
-
-
-def release_mail_slot(engine: Engine, outgoing: Outgoing) -> None:
-    """Give the slot back after a failed send, unless another request took it since."""
-    stmt = (
-        update(Subscriber)
-        .where(
-            col(Subscriber.id) == outgoing.subscriber_id,
-            col(Subscriber.last_confirmation_at) == outgoing.claimed_at,
-        )
-        .values(last_confirmation_at=outgoing.previous)
-    )
-    with engine.begin() as conn:
-        conn.execute(stmt)
-
-
-def confirm(engine: Engine, row: Subscriber, *, now: datetime) -> str:
-    """Activate a pending subscriber; the resulting status ("active", or why not)."""
-    with engine.begin() as conn:
-        conn.execute(
-            update(Subscriber)
-            .where(
-                col(Subscriber.id) == row.id,
-                col(Subscriber.status) == "pending",
-                col(Subscriber.token_version) == row.token_version,
-            )
-            .values(status="active", confirmed_at=now, updated_at=now, bounce_count=0)
-        )
-    with Session(engine) as session:
-        fresh = session.get(Subscriber, row.id)
-    return fresh.status if fresh is not None else "gone"
-
-
-def save_preferences(
-    engine: Engine, row: Subscriber, interests: Interests, *, now: datetime
-) -> bool:
-    """Store new interests for the subscriber a token named; false if it was revoked meanwhile."""
-    with Session(engine) as session:
-        fresh = session.get(Subscriber, row.id)
-        if fresh is None or fresh.token_version != row.token_version:
-            return False
-        _apply(fresh, interests, now=now)
-        session.add(fresh)
-        session.commit()
-    return True
-
-
-def unsubscribe(engine: Engine, row: Subscriber, *, now: datetime) -> None:
-    """Mark the subscriber a token named unsubscribed (safe to repeat)."""
-    with engine.begin() as conn:
-        conn.execute(
-            update(Subscriber)
-            .where(
-                col(Subscriber.id) == row.id,
-                col(Subscriber.status) != "unsubscribed",
-                col(Subscriber.token_version) == row.token_version,
-            )
-            .values(status="unsubscribed", unsubscribed_at=now, updated_at=now)
-        )
 
 
 # ---------------------------------------------------------------------------------------------
@@ -910,7 +765,8 @@ class WebApp:
             values=values,
             errors=errors or {},
             zones=zone_list,
-            max_papers_choice=MAX_PAPERS_CHOICE,
+            max_papers_choice=MAX_PAPERS,
+            max_keyword_list_chars=MAX_KEYWORD_LIST_CHARS,
             **extra,
         )
 
@@ -960,7 +816,7 @@ class WebApp:
             "weekday": "0",
             "send_hour": "7",
             "timezone": self.default_zone,
-            "max_papers": str(min(self.settings.digest.max_papers, MAX_PAPERS_CHOICE)),
+            "max_papers": str(self.settings.digest.max_papers),
         }
 
     # pages
@@ -1007,7 +863,7 @@ class WebApp:
             )
         now = self.clock()
         outgoing = await run_in_threadpool(
-            subscribe,
+            subscriptions.request,
             self.engine,
             result.email,
             result.interests,
@@ -1027,8 +883,7 @@ class WebApp:
 
     def send_outgoing(self, outgoing: Outgoing) -> None:
         """Build and send the mail a subscribe request earned; on failure give its slot back."""
-        with Session(self.engine) as session:
-            row = session.get(Subscriber, outgoing.subscriber_id)
+        row = subscriptions.by_id(self.engine, outgoing.subscriber_id)
         if row is None:
             return
         now = self.clock()
@@ -1040,7 +895,7 @@ class WebApp:
             self.mailroom.send(Envelope(self.settings.smtp.from_address, row.email), data)
         except (SendError, ValueError) as e:
             log.error("could not send the %s mail to %s: %s", outgoing.kind, row.email, e)
-            release_mail_slot(self.engine, outgoing)
+            subscriptions.release_mail_slot(self.engine, outgoing)
         else:
             log.info("sent the %s mail to %s", outgoing.kind, row.email)
 
@@ -1062,6 +917,10 @@ class WebApp:
     def _link_error(self, request: Request, e: LinkError) -> HTMLResponse:
         return self.error_page(request, e.status, e.title, str(e))
 
+    def _revoked(self, request: Request) -> HTMLResponse:
+        """The answer to a link revoked between its page and the POST: nothing was changed."""
+        return self.error_page(request, 410, "This link is no longer valid", "It was revoked.")
+
     def confirm_page(self, request: Request) -> Response:
         """Activate a pending subscription from the link in the confirmation mail."""
         try:
@@ -1070,7 +929,7 @@ class WebApp:
             )
         except LinkError as e:
             return self._link_error(request, e)
-        status = confirm(self.engine, row, now=self.clock())
+        status = subscriptions.confirm(self.engine, row, now=self.clock())
         if status != "active":
             return self.error_page(
                 request,
@@ -1121,17 +980,21 @@ class WebApp:
                         result.errors,
                         422,
                     )
-                elif await run_in_threadpool(
-                    save_preferences, self.engine, row, result.interests, now=self.clock()
-                ):
-                    return RedirectResponse(f"{request.url.path}?saved=1", status_code=303)
                 else:
-                    return self.error_page(
-                        request, 410, "This link is no longer valid", "It was revoked."
-                    )
+                    try:
+                        await run_in_threadpool(
+                            subscriptions.save_preferences,
+                            self.engine,
+                            row,
+                            result.interests,
+                            now=self.clock(),
+                        )
+                    except SubscriberError:
+                        return self._revoked(request)
+                    return RedirectResponse(f"{request.url.path}?saved=1", status_code=303)
         keywords = parse_keywords(values["keywords"]) if "keywords" not in errors else ()
         exclude = parse_keywords(values["exclude"]) if "exclude" not in errors else ()
-        limit = _int_field(values["max_papers"], 1, MAX_PAPERS_CHOICE) or RANK_LIMIT_DEFAULT
+        limit = _int_field(values["max_papers"], 1, MAX_PAPERS) or RANK_LIMIT_DEFAULT
         edition, total, picks = await run_in_threadpool(
             self.ranker.rank, self.clock(), keywords, exclude, limit
         )
@@ -1177,7 +1040,12 @@ class WebApp:
                     "The page had expired, so nothing was changed. Go back, reload the page and "
                     "press the button again.",
                 )
-            await run_in_threadpool(unsubscribe, self.engine, row, now=self.clock())
+            try:
+                await run_in_threadpool(
+                    subscriptions.unsubscribe, self.engine, row, now=self.clock()
+                )
+            except SubscriberError:
+                return self._revoked(request)
             return self.page(request, "unsubscribed.html.j2", private=True, subscriber=row)
         if row.status == "unsubscribed":
             return self.page(request, "unsubscribed.html.j2", private=True, subscriber=row)
@@ -1283,15 +1151,19 @@ class WebApp:
         """JSON: what these keywords would pick from the current edition."""
         raw_keywords = request.query_params.get("keywords", "")
         raw_exclude = request.query_params.get("exclude", "")
-        for name, raw in (("keywords", raw_keywords), ("exclude", raw_exclude)):
-            problem = _keyword_error(raw, required=False)
+        fields: tuple[tuple[subscriptions.KeywordField, str], ...] = (
+            ("keywords", raw_keywords),
+            ("exclude", raw_exclude),
+        )
+        for name, raw in fields:
+            problem = _keyword_error(raw, field=name, required=False)
             if problem:
                 return JSONResponse({"error": f"{name}: {problem}"}, status_code=400)
         limit = _int_field(
-            request.query_params.get("limit", str(RANK_LIMIT_DEFAULT)), 1, MAX_PAPERS_CHOICE
+            request.query_params.get("limit", str(RANK_LIMIT_DEFAULT)), 1, MAX_PAPERS
         )
         if limit is None:
-            return JSONResponse({"error": f"limit: 1 to {MAX_PAPERS_CHOICE}"}, status_code=400)
+            return JSONResponse({"error": f"limit: 1 to {MAX_PAPERS}"}, status_code=400)
         keywords = parse_keywords(raw_keywords)
         edition, total, picks = self.ranker.rank(
             self.clock(), keywords, parse_keywords(raw_exclude), limit

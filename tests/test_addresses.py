@@ -36,7 +36,7 @@ from digest.config import Settings
 from digest.db import make_engine
 from digest.errors import SubscriberError
 from digest.models import Subscriber
-from digest.subscribers import normalise_email
+from digest.subscriptions import normalise_email
 from digest.web import create_app
 
 with warnings.catch_warnings():

@@ -9,9 +9,12 @@ import sys
 from email import message_from_bytes, policy
 from pathlib import Path
 
+import pytest
 from click.testing import CliRunner
+from sqlalchemy import text
 
 from digest.cli import main
+from digest.db import make_engine
 
 ROOT = Path(__file__).resolve().parent.parent
 
@@ -97,6 +100,42 @@ def test_subscribe_validates_and_refuses_duplicates(tmp_path: Path) -> None:
     assert code == 0
     code, out = run(config, "subscribers", "--status", "active")
     assert "ada@example.org" not in out
+
+
+@pytest.mark.parametrize(
+    ("args", "needle"),
+    [
+        (["--keywords", ", ".join(f"k{i}" for i in range(51))], "at most 50 keywords"),
+        (["--keywords", "llm, " + "x" * 300], "at most 100 characters"),
+        (["--keywords", "llm", "--exclude", "e" * 101], "at most 100 characters"),
+        (["--keywords", "llm", "--max-papers", "60"], "from 1 to 50"),
+        (["--keywords", "llm", "--max-papers", "0"], "from 1 to 50"),
+    ],
+)
+def test_subscribe_refuses_input_over_a_limit_in_one_line(
+    tmp_path: Path, args: list[str], needle: str
+) -> None:
+    config = config_in(tmp_path)
+    code, out = run(config, "subscribe", "ada@example.org", *args)
+    assert code == 1
+    assert out.startswith("Error: ") and out.strip().count("\n") == 0, out
+    assert needle in out
+    code, out = run(config, "subscribers")
+    assert "ada@example.org" not in out
+
+
+def test_unsubscribe_acts_by_address(tmp_path: Path) -> None:
+    config = config_in(tmp_path)
+    run(config, "subscribe", "ada@example.org", "--keywords", "llm")
+    engine = make_engine(f"sqlite:///{tmp_path}/subscribers.db")
+    with engine.begin() as conn:  # every link Ada holds revoked: the operator needs none
+        conn.execute(text("UPDATE subscriber SET token_version = token_version + 1"))
+    code, out = run(config, "unsubscribe", "ADA@example.org")
+    assert code == 0 and out == "Unsubscribed ada@example.org.\n"
+    code, out = run(config, "subscribers", "--status", "unsubscribed")
+    assert "ada@example.org" in out
+    code, out = run(config, "unsubscribe", "nobody@example.org")
+    assert code == 1 and "no subscriber nobody@example.org" in out
 
 
 def test_ingest_papers_rank_and_preview(tmp_path: Path, shared: Path) -> None:

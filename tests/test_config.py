@@ -9,6 +9,7 @@ import pytest
 from digest.config import ensure_secret, load_settings
 from digest.errors import ConfigError
 from digest.resources import default_config_path
+from digest.subscriptions import MAX_PAPERS
 
 ROOT = Path(__file__).resolve().parent.parent
 
@@ -48,6 +49,7 @@ def test_unknown_section(tmp_path: Path) -> None:
         ("[smtp]\nsecurity = 'tls'\n", "[smtp] security"),
         ("[digest]\ntimezone = 'Mars/Olympus'\n", "[digest] timezone"),
         ("[digest]\nmax_papers = 0\n", "[digest] max_papers"),
+        ("[digest]\nmax_papers = 100\n", "[digest] max_papers: must be 1-50"),
         ("[database]\nurl = 'subscribers.db'\n", "[database] url"),
         ("[[sources]]\nname = 'x'\n", "location"),
         ("[smtp\nhost = 1", "not valid TOML"),
@@ -59,6 +61,15 @@ def test_bad_values_are_named(tmp_path: Path, text: str, needle: str) -> None:
         load_settings(path, env={})
     assert needle in str(e.value)
     assert str(path) in str(e.value)
+
+
+def test_max_papers_is_held_to_the_readers_limit(tmp_path: Path) -> None:
+    """One limit for papers per digest: the most a reader may choose is the most a default
+    may be."""
+    settings = load_settings(write(tmp_path, f"[digest]\nmax_papers = {MAX_PAPERS}\n"), env={})
+    assert settings.digest.max_papers == MAX_PAPERS == 50
+    with pytest.raises(ConfigError, match=f"must be 1-{MAX_PAPERS}"):
+        load_settings(write(tmp_path, f"[digest]\nmax_papers = {MAX_PAPERS + 1}\n"), env={})
 
 
 def test_password_is_refused_in_the_file(tmp_path: Path) -> None:

@@ -18,7 +18,7 @@ from typing import Any
 
 from sqlmodel import Session, select
 
-from digest import subscribers
+from digest import subscriptions
 from digest.config import load_settings
 from digest.db import make_engine
 from digest.delivery import RECORD_WINDOW
@@ -68,8 +68,8 @@ rate_per_second = 150.0
     rng = random.Random(20261122)
     for i in range(READERS):
         kws = ", ".join(rng.sample(TOPICS, 2))
-        subscribers.add(
-            engine, f"reader{i:03d}@example.org", subscribers.make_interests(kws, max_papers=3)
+        subscriptions.add(
+            engine, f"reader{i:03d}@example.org", subscriptions.make_interests(kws, max_papers=3)
         )
 
     digest = [str(Path(sys.executable).parent / "digest"), "--config", str(config), "send"]
@@ -95,7 +95,7 @@ rate_per_second = 150.0
 
     with Session(engine) as session:
         rows = session.exec(select(Delivery)).all()
-    emails = {s.id: s.email for s in subscribers.listing(engine)}
+    emails = {s.id: s.email for s in subscriptions.listing(engine)}
     statuses = Counter(d.status for d in rows)
     received = Counter(r for e in handler.envelopes for r in e.rcpt_tos)
     sent = {emails[d.subscriber_id] for d in rows if d.status == "sent"}

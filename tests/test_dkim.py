@@ -20,7 +20,7 @@ import dkim
 import pytest
 from starlette.testclient import TestClient
 
-from digest import delivery, subscribers
+from digest import delivery, subscriptions
 from digest.config import Settings
 from digest.db import make_engine
 from digest.inbound import create_server
@@ -130,7 +130,7 @@ def test_digests_are_signed_and_verify(
     ingest(
         engine, signing, [SourceSpec(name="a", location=str(shared / "seeds/daily-papers-a.txt"))]
     )
-    subscribers.add(engine, "ada@example.org", subscribers.make_interests("quantization"))
+    subscriptions.add(engine, "ada@example.org", subscriptions.make_interests("quantization"))
     assert delivery.send(engine, signing, renderer=Renderer.create()).sent == 1
     [envelope] = handler.envelopes
     raw: bytes = envelope.original_content

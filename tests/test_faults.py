@@ -13,7 +13,7 @@ from aiosmtpd.controller import Controller
 from conftest import RecordingHandler
 from sqlmodel import Session, select
 
-from digest import delivery, subscribers
+from digest import delivery, subscriptions
 from digest.config import Settings
 from digest.db import make_engine
 from digest.ingest import SourceSpec, ingest
@@ -63,7 +63,7 @@ def world(settings: Settings, shared: Path) -> Settings:
         engine, settings, [SourceSpec(name="a", location=str(shared / "seeds/daily-papers-a.txt"))]
     )
     for email in [VICTIM, *OTHERS]:
-        subscribers.add(engine, email, subscribers.make_interests("quantization"))
+        subscriptions.add(engine, email, subscriptions.make_interests("quantization"))
     return settings
 
 

@@ -27,7 +27,7 @@ import pytest
 from sqlalchemy.engine import Engine
 from sqlmodel import Session, select
 
-from digest import subscribers, web
+from digest import subscriptions
 from digest.config import Settings, load_settings
 from digest.db import make_engine
 from digest.errors import ConfigError
@@ -188,7 +188,7 @@ def count_rows(engine: Engine) -> int:
 
 
 def active(engine: Engine, email: str = ADA, keywords: str = "llm inference") -> Subscriber:
-    return subscribers.add(engine, email, subscribers.make_interests(keywords))
+    return subscriptions.add(engine, email, subscriptions.make_interests(keywords))
 
 
 # ---------------------------------------------------------------------------------------------
@@ -258,11 +258,42 @@ def test_a_subscription_needs_keywords_and_an_empty_one_changes_nothing(
     assert "'someday' is not a day of the week" in texts[2]
 
 
+LONG_LIST = ", ".join(f"{i:02d} " + "w" * 42 for i in range(45))
+
+
+@pytest.mark.parametrize(
+    ("subject", "body", "needle"),
+    [
+        ("subscribe " + ", ".join(f"k{i}" for i in range(51)), "", "at most 50 keywords"),
+        # Spread over lines, the keywords still count as one list.
+        (
+            "subscribe " + ", ".join(f"a{i}" for i in range(30)),
+            "keywords " + ", ".join(f"b{i}" for i in range(30)),
+            "at most 50 keywords",
+        ),
+        ("subscribe llm, " + "x" * 101, "", "at most 100 characters"),
+        ("subscribe llm", "exclude " + ", ".join(f"e{i}" for i in range(51)), "50 excluded"),
+        # 45 keywords of 45 characters: within both of those limits, but a line longer than
+        # a keyword list may be, refused by that limit rather than cut into a list that passes.
+        ("subscribe " + LONG_LIST, "", "under 2000"),
+        ("", "subscribe " + LONG_LIST, "under 2000"),
+    ],
+)
+def test_input_over_a_limit_is_refused_and_the_reply_names_it(
+    server: InboundServer, engine: Engine, inbox: list[Any], subject: str, body: str, needle: str
+) -> None:
+    command(server, body, subject=subject)
+    assert count_rows(engine) == 0
+    [reply] = replies(inbox)
+    text = " ".join(text_of(reply).split())  # the plain text is wrapped
+    assert "nothing was done" in text.lower() and needle in text, text
+
+
 def test_an_unsubscribed_reader_can_come_back_by_mail(
     server: InboundServer, engine: Engine, inbox: list[Any], web_client: TestClient
 ) -> None:
     active(engine, keywords="quantization")
-    subscribers.unsubscribe(engine, ADA)
+    subscriptions.unsubscribe(engine, ADA)
     command(server, "subscribe")  # no keywords: their old ones
     sub = row(engine)
     assert sub is not None and sub.status == "pending" and sub.keywords == ["quantization"]
@@ -303,8 +334,8 @@ def test_an_active_subscription_is_not_changed_by_mail(
 def test_the_confirmation_interval_is_shared_with_the_web_form(
     server: InboundServer, engine: Engine, inbox: list[Any], clock: Clock
 ) -> None:
-    interests = subscribers.make_interests("llm")
-    assert web.subscribe(engine, ADA, interests, now=clock(), interval_seconds=300) is not None
+    interests = subscriptions.make_interests("llm")
+    assert subscriptions.request(engine, ADA, interests, now=clock(), interval_seconds=300)
     command(server, "subscribe quantization")
     assert inbox == []
     clock.advance(301)
@@ -345,6 +376,34 @@ def test_any_mail_to_the_unsubscribe_address_unsubscribes(
     [reply] = replies(inbox)
     assert "unsubscribed" in reply["Subject"] and "subscribe" in text_of(reply)
     assert reply["From"].addresses[0].addr_spec == UNSUBSCRIBE
+
+
+def test_unsubscribing_by_mail_acts_by_address_whatever_the_links(
+    server: InboundServer, engine: Engine, inbox: list[Any]
+) -> None:
+    """RFC 2369's mailto carries no token: a mail unsubscribes even after the links were
+    revoked."""
+    reader = active(engine)
+    with Session(engine) as session:
+        fresh = session.get(Subscriber, reader.id)
+        assert fresh is not None
+        fresh.token_version += 1
+        session.add(fresh)
+        session.commit()
+    send(server, compose(to=UNSUBSCRIBE, subject="stop"), to=[UNSUBSCRIBE])
+    assert row(engine).status == "unsubscribed"  # type: ignore[union-attr]
+    assert "You are unsubscribed" in text_of(replies(inbox)[0])
+
+
+def test_importing_the_inbound_server_does_not_import_the_web_stack() -> None:
+    out = subprocess.run(
+        [sys.executable, "-c", "import digest.inbound, sys; print('starlette' in sys.modules)"],
+        capture_output=True,
+        text=True,
+        check=True,
+        timeout=60,
+    )
+    assert out.stdout.strip() == "False"
 
 
 def test_the_unsubscribe_command_comes_before_the_others(

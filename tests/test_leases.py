@@ -17,7 +17,7 @@ from aiosmtpd.controller import Controller
 from conftest import RecordingHandler
 from sqlmodel import Session, select
 
-from digest import delivery, subscribers
+from digest import delivery, subscriptions
 from digest.config import Settings
 from digest.db import make_engine
 from digest.ingest import SourceSpec, ingest
@@ -61,10 +61,10 @@ def _world(settings: Settings, shared: Path, controller: Controller, readers: in
         engine, settings, [SourceSpec(name="a", location=str(shared / "seeds/daily-papers-a.txt"))]
     )
     for i in range(readers):
-        subscribers.add(
+        subscriptions.add(
             engine,
             f"reader{i}@example.org",
-            subscribers.make_interests("language models, training"),
+            subscriptions.make_interests("language models, training"),
         )
     return settings
 

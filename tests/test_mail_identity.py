@@ -12,7 +12,7 @@ from typing import Any
 from aiosmtpd.controller import Controller
 from conftest import RecordingHandler
 
-from digest import delivery, subscribers
+from digest import delivery, subscriptions
 from digest.config import Settings, load_settings
 from digest.db import make_engine
 from digest.ingest import SourceSpec, ingest
@@ -60,7 +60,7 @@ def _send_one(settings: Settings, shared: Path) -> str:
     ingest(
         engine, settings, [SourceSpec(name="a", location=str(shared / "seeds/daily-papers-a.txt"))]
     )
-    subscribers.add(engine, "ada@example.org", subscribers.make_interests("quantization"))
+    subscriptions.add(engine, "ada@example.org", subscriptions.make_interests("quantization"))
     report = delivery.send(engine, settings, renderer=Renderer.create())
     assert report.sent == 1, report.errors
     with engine.connect() as conn:
@@ -102,7 +102,7 @@ def test_the_relay_is_greeted_with_the_host_name_or_the_configured_one(
             settings, smtp=dataclasses.replace(settings.smtp, ehlo_name="mail.example.org")
         )
         engine = make_engine(named.database.url)
-        subscribers.add(engine, "grace@example.org", subscribers.make_interests("quantization"))
+        subscriptions.add(engine, "grace@example.org", subscriptions.make_interests("quantization"))
         assert delivery.send(engine, named, renderer=Renderer.create()).sent == 1
     finally:
         controller.stop()

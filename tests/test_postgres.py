@@ -15,7 +15,7 @@ from typing import Any
 from sqlalchemy import insert
 from sqlmodel import Session, select
 
-from digest import delivery, subscribers
+from digest import delivery, subscriptions
 from digest.config import Settings
 from digest.db import make_engine, table_of
 from digest.ingest import SourceSpec, ingest
@@ -56,8 +56,8 @@ def test_pipeline_on_postgres(
         assert len(papers) == first.total("new")
         assert all(p.first_seen_at.tzinfo is not None for p in papers)
 
-    subscribers.add(engine, "ada@example.org", subscribers.make_interests("quantization"))
-    subscribers.add(engine, "bob@example.org", subscribers.make_interests("mixture of experts"))
+    subscriptions.add(engine, "ada@example.org", subscriptions.make_interests("quantization"))
+    subscriptions.add(engine, "bob@example.org", subscriptions.make_interests("mixture of experts"))
     report = delivery.send(engine, settings, renderer=Renderer.create())
     assert (report.sent, report.failed) == (2, 0), report.errors
     assert delivery.send(engine, settings, renderer=Renderer.create()).sent == 0

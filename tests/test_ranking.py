@@ -9,9 +9,8 @@ from pathlib import Path
 import numpy as np
 import pytest
 
+from digest.keywords import MAX_KEYWORD_CHARS, MAX_KEYWORDS, parse_keywords
 from digest.ranking import (
-    MAX_KEYWORD_CHARS,
-    MAX_KEYWORDS,
     Doc,
     Index,
     Match,
@@ -24,7 +23,6 @@ from digest.ranking import (
     _scan,
     _top,
     highlight_spans,
-    parse_keywords,
     rank,
 )
 

@@ -15,7 +15,7 @@ from click.testing import CliRunner
 from conftest import RecordingHandler
 from sqlmodel import Session, select
 
-from digest import subscribers
+from digest import subscriptions
 from digest.cli import EXIT_INCOMPLETE, EXIT_STOPPED, main
 from digest.db import make_engine
 from digest.ingest import SourceSpec, ingest
@@ -107,7 +107,7 @@ location = "{shared / "seeds/daily-papers-a.txt"}"
         [SourceSpec(name="seed", location=str(shared / "seeds/daily-papers-a.txt"))],
     )
     for email in READERS:
-        subscribers.add(engine, email, subscribers.make_interests("quantization"))
+        subscriptions.add(engine, email, subscriptions.make_interests("quantization"))
     return config
 
 

@@ -12,7 +12,7 @@ import pytest
 from click.testing import CliRunner
 from sqlmodel import Session, select
 
-from digest import delivery, subscribers
+from digest import delivery, subscriptions
 from digest.cli import main
 from digest.config import Settings
 from digest.db import make_engine
@@ -32,15 +32,15 @@ def relay(settings: Settings, controller: Any, **delivery: Any) -> Settings:
 
 
 def add(settings: Settings, email: str, keywords: str = "quantization", **kw: Any) -> None:
-    subscribers.add(
-        make_engine(settings.database.url), email, subscribers.make_interests(keywords, **kw)
+    subscriptions.add(
+        make_engine(settings.database.url), email, subscriptions.make_interests(keywords, **kw)
     )
 
 
 def editions_of(settings: Settings) -> dict[str, str]:
     with Session(make_engine(settings.database.url)) as session:
         rows = session.exec(select(Delivery)).all()
-        subs = {s.id: s.email for s in subscribers.listing(make_engine(settings.database.url))}
+        subs = {s.id: s.email for s in subscriptions.listing(make_engine(settings.database.url))}
         return {subs[d.subscriber_id]: d.edition for d in rows}
 
 
@@ -84,7 +84,7 @@ def test_due_at_each_readers_local_hour(settings: Settings) -> None:
 
 def all_editions(settings: Settings) -> set[tuple[str, str]]:
     engine = make_engine(settings.database.url)
-    subs = {s.id: s.email for s in subscribers.listing(engine)}
+    subs = {s.id: s.email for s in subscriptions.listing(engine)}
     with Session(engine) as session:
         return {(subs[d.subscriber_id], d.edition) for d in session.exec(select(Delivery)).all()}
 

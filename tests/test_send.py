@@ -19,7 +19,7 @@ from conftest import FeedServer, RecordingHandler, Route
 from sqlalchemy import event
 from sqlmodel import Session, select
 
-from digest import delivery, subscribers
+from digest import delivery, subscriptions
 from digest.config import Settings
 from digest.db import make_engine
 from digest.delivery import leases, record
@@ -48,8 +48,8 @@ def parsed(handler: RecordingHandler) -> list[EmailMessage]:
 
 
 def subscribe(settings: Settings, email: str, keywords: str, **kw: Any) -> None:
-    subscribers.add(
-        make_engine(settings.database.url), email, subscribers.make_interests(keywords, **kw)
+    subscriptions.add(
+        make_engine(settings.database.url), email, subscriptions.make_interests(keywords, **kw)
     )
 
 
@@ -129,7 +129,7 @@ def test_send_twice_sends_nothing_twice(seeded: Settings, smtp_server: Any) -> N
     subscribe(settings, "nobody@example.org", "underwater basket weaving")
     subscribe(settings, "gone@example.org", "quantization")
     engine = make_engine(settings.database.url)
-    subscribers.unsubscribe(engine, "gone@example.org")
+    subscriptions.unsubscribe(engine, "gone@example.org")
 
     first = delivery.send(engine, settings, renderer=Renderer.create())
     assert (first.sent, first.skipped) == (1, 1)
@@ -358,7 +358,7 @@ def test_a_composing_process_sends_what_one_process_sends(
         for i, kw in enumerate(keywords):
             subscribe(base, f"reader{i}@example.org", kw)
         subscribe(base, "gone@example.org", "quantization")
-        subscribers.unsubscribe(engine, "gone@example.org")
+        subscriptions.unsubscribe(engine, "gone@example.org")
         handler.envelopes.clear()
         caplog.clear()
         with caplog.at_level(logging.INFO, logger="digest.delivery"):

@@ -22,13 +22,15 @@ from itsdangerous import TimestampSigner, URLSafeTimedSerializer
 from sqlalchemy.engine import Engine
 from sqlmodel import Session, select
 
-from digest import delivery, subscribers, tokens, web
+from digest import delivery, subscriptions, tokens
 from digest.config import Settings
 from digest.db import make_engine
-from digest.delivery.compose import links_for
+from digest.keywords import MAX_KEYWORD_LIST_CHARS
+from digest.links import links_for
 from digest.models import Delivery, Paper, Subscriber
 from digest.render import Renderer
 from digest.sink import free_port, list_mail
+from digest.subscriptions import MAX_PAPERS
 from digest.tokens import make_token, make_tokens, read_token
 from digest.web import create_app
 
@@ -172,7 +174,7 @@ def path(url: str) -> str:
 def active(
     engine: Engine, email: str = "grace@example.org", keywords: str = "quantization"
 ) -> Subscriber:
-    return subscribers.add(engine, email, subscribers.make_interests(keywords, max_papers=5))
+    return subscriptions.add(engine, email, subscriptions.make_interests(keywords, max_papers=5))
 
 
 def token(settings: Settings, purpose: str, sub: Subscriber, *, secret: str | None = None) -> str:
@@ -378,6 +380,43 @@ def test_each_bad_field_is_named_and_nothing_changes(
     assert rows(engine) == [] and inbox == []
 
 
+def field_error(page: str, field: str) -> str | None:
+    found = re.search(rf'<p class="field-error" id="{field}-error">([^<]*)</p>', page)
+    return found.group(1) if found else None
+
+
+def test_preferences_refuse_input_over_a_limit_beside_the_field(
+    client: TestClient, web_settings: Settings, engine: Engine
+) -> None:
+    reader = active(engine)
+    url = path(links_for(web_settings, reader, None).preferences)
+    before = rows(engine)
+    over = {
+        "keywords": (", ".join(f"k{i}" for i in range(51)), "At most 50 keywords"),
+        "exclude": ("ok, " + "e" * 300, "An excluded keyword can be at most 100 characters"),
+        "max_papers": ("60", "from 1 to 50"),
+    }
+    for field, (value, message) in over.items():
+        changed = form(**{field: value})
+        del changed["email"]
+        page = client.post(url, data={**changed, "csrf": csrf(client, url)})
+        assert page.status_code == 422, field
+        error = field_error(page.text, field)
+        assert error and message in error, (field, error)
+        # The fields carry the same limits, from the same constants.
+        assert f'maxlength="{MAX_KEYWORD_LIST_CHARS}"' in page.text
+        assert f'max="{MAX_PAPERS}"' in page.text
+    assert rows(engine) == before
+
+
+def test_the_rank_api_names_the_limit(client: TestClient) -> None:
+    many = client.get("/api/rank", params={"keywords": ", ".join(f"k{i}" for i in range(51))})
+    assert many.status_code == 400 and "at most 50 keywords" in many.json()["error"].lower()
+    long = client.get("/api/rank", params={"exclude": "x" * 101})
+    assert long.status_code == 400 and long.json()["error"].startswith("exclude: ")
+    assert "at most 100 characters" in long.json()["error"].lower()
+
+
 def test_markup_in_keywords_comes_back_escaped(
     client: TestClient, engine: Engine, inbox: list[Any]
 ) -> None:
@@ -444,14 +483,14 @@ def test_a_subscribe_flood_sends_one_mail_per_interval(
 
 
 def test_racing_requests_claim_one_mail(engine: Engine) -> None:
-    interests = subscribers.make_interests("llm")
-    subscribers.add(engine, "ada@example.org", interests, status="pending")
+    interests = subscriptions.make_interests("llm")
+    subscriptions.add(engine, "ada@example.org", interests, status="pending")
     barrier = threading.Barrier(8)
     won: list[object] = []
 
     def attempt() -> None:
         barrier.wait()
-        outgoing = web.subscribe(
+        outgoing = subscriptions.request(
             engine, "ada@example.org", interests, now=NOW, interval_seconds=300
         )
         if outgoing is not None:
@@ -470,7 +509,7 @@ def test_the_answer_is_the_same_for_new_and_known_addresses(
 ) -> None:
     grace = active(engine, "grace@example.org", "quantization")
     gone = active(engine, "alan@example.org", "mixture of experts")
-    subscribers.unsubscribe(engine, "alan@example.org")
+    subscriptions.unsubscribe(engine, "alan@example.org")
     subscribe(client, email="kate@example.org")  # pending already
     clock.advance(3600)
     pages = {
@@ -567,8 +606,8 @@ def test_tokens_are_itsdangerous_tokens() -> None:
 def test_bad_tokens_get_a_clear_4xx_and_change_nothing(
     client: TestClient, web_settings: Settings, engine: Engine
 ) -> None:
-    pending = subscribers.add(
-        engine, "ada@example.org", subscribers.make_interests("llm"), status="pending"
+    pending = subscriptions.add(
+        engine, "ada@example.org", subscriptions.make_interests("llm"), status="pending"
     )
     reader = active(engine)
     good_unsub = token(web_settings, "unsubscribe", reader)
@@ -634,6 +673,32 @@ def test_revoked_tokens_stop_working(
     assert (
         client.get(f"/preferences/{token(web_settings, 'preferences', renewed)}").status_code == 200
     )
+
+
+def test_a_revoked_link_changes_nothing_even_with_a_fresh_form(
+    client: TestClient, web_settings: Settings, engine: Engine
+) -> None:
+    """The form pages were opened while the links were good; the POSTs come after revoking."""
+    reader = active(engine)
+    links = links_for(web_settings, reader, None)
+    unsubscribe_url, preferences_url = path(links.unsubscribe), path(links.preferences)
+    tokens_ok = {url: csrf(client, url) for url in (unsubscribe_url, preferences_url)}
+    with Session(engine) as session:
+        fresh = session.get(Subscriber, reader.id)
+        assert fresh is not None
+        fresh.token_version += 1
+        session.add(fresh)
+        session.commit()
+    before = rows(engine)
+    changed = form(keywords="spam")
+    del changed["email"]
+    answers = [
+        client.post(unsubscribe_url, data={"csrf": tokens_ok[unsubscribe_url]}),
+        client.post(preferences_url, data={**changed, "csrf": tokens_ok[preferences_url]}),
+    ]
+    for answer in answers:
+        assert answer.status_code == 410 and "revoked" in answer.text
+    assert rows(engine) == before
 
 
 # ---------------------------------------------------------------------------------------------
@@ -703,10 +768,10 @@ def test_preferences_are_prefilled_and_saved_with_csrf(
     client: TestClient, web_settings: Settings, engine: Engine
 ) -> None:
     add_papers(engine, NOW - timedelta(hours=1))
-    reader = subscribers.add(
+    reader = subscriptions.add(
         engine,
         "grace@example.org",
-        subscribers.make_interests(
+        subscriptions.make_interests(
             "quantization", exclude="survey", frequency="weekly", weekday=2, timezone="Asia/Tokyo"
         ),
     )

@@ -7,32 +7,46 @@ composers   who composes: a thread here, or a composing process
 transports  where messages go: the SMTP relay, the embedded sink, a recording list
 record      what happened to each delivery, and the run's counts
 send        deliver(): the senders that tie these together; send(): plan, then deliver
+
+The names below load their module on first use, so that what needs only one part (the inbound
+mail server needs transports, not the ranker) imports only that part.
 """
 
-from digest.delivery.compose import edition_papers, preview
-from digest.delivery.leases import CHUNK, claim_ids, count_due
-from digest.delivery.plan import due, plan, plan_due, unplanned
-from digest.delivery.record import RECORD_WINDOW, SendReport, record_send_run
-from digest.delivery.send import (
-    CONNECTION_FAILURES_TO_ABORT,
-    deliver,
-    send,
-    tune_for_sending,
-)
-from digest.delivery.transports import (
-    Envelope,
-    Mailroom,
-    RecordingMailroom,
-    Transport,
-    mailroom_for,
-)
+from __future__ import annotations
+
+import importlib
+from typing import TYPE_CHECKING, Any
+
+_WHERE = {
+    "edition_papers": "compose",
+    "preview": "compose",
+    "CHUNK": "leases",
+    "claim_ids": "leases",
+    "count_due": "leases",
+    "due": "plan",
+    "plan": "plan",
+    "plan_due": "plan",
+    "unplanned": "plan",
+    "RECORD_WINDOW": "record",
+    "SendReport": "record",
+    "record_send_run": "record",
+    "CONNECTION_FAILURES_TO_ABORT": "send",
+    "deliver": "send",
+    "send": "send",
+    "tune_for_sending": "send",
+    "Envelope": "transports",
+    "Mailroom": "transports",
+    "RecordingMailroom": "transports",
+    "Transport": "transports",
+    "mailroom_for": "transports",
+}
 
 __all__ = [
     "CHUNK",
     "CONNECTION_FAILURES_TO_ABORT",
-    "RECORD_WINDOW",
     "Envelope",
     "Mailroom",
+    "RECORD_WINDOW",
     "RecordingMailroom",
     "SendReport",
     "Transport",
@@ -50,3 +64,29 @@ __all__ = [
     "tune_for_sending",
     "unplanned",
 ]
+
+
+def __getattr__(name: str) -> Any:
+    if name not in _WHERE:
+        raise AttributeError(f"module 'digest.delivery' has no attribute {name!r}")
+    return getattr(importlib.import_module(f"digest.delivery.{_WHERE[name]}"), name)
+
+
+if TYPE_CHECKING:
+    from digest.delivery.compose import edition_papers, preview
+    from digest.delivery.leases import CHUNK, claim_ids, count_due
+    from digest.delivery.plan import due, plan, plan_due, unplanned
+    from digest.delivery.record import RECORD_WINDOW, SendReport, record_send_run
+    from digest.delivery.send import (
+        CONNECTION_FAILURES_TO_ABORT,
+        deliver,
+        send,
+        tune_for_sending,
+    )
+    from digest.delivery.transports import (
+        Envelope,
+        Mailroom,
+        RecordingMailroom,
+        Transport,
+        mailroom_for,
+    )

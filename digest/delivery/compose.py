@@ -27,11 +27,12 @@ from digest import edition as editions
 from digest.config import Settings
 from digest.delivery.record import Counts, Job, finish
 from digest.edition import Edition
+from digest.keywords import MAX_KEYWORDS
+from digest.links import Links, links_for
 from digest.mailer import build_message
 from digest.models import Delivery, Paper, SentPaper, Subscriber
-from digest.ranking import MAX_KEYWORDS, Doc, Index, Profile, Ranked, highlight_spans, merge_spans
+from digest.ranking import Doc, Index, Profile, Ranked, highlight_spans, merge_spans
 from digest.render import DigestContext, DigestItem, Rendered, Renderer
-from digest.tokens import Purpose, make_tokens
 
 log = logging.getLogger("digest.delivery")
 
@@ -73,35 +74,6 @@ class ReaderFields(Protocol):
     def max_papers(self) -> int: ...
     @property
     def token_version(self) -> int: ...
-
-
-@dataclasses.dataclass(frozen=True, kw_only=True)
-class Links:
-    """The signed links a digest carries for its reader."""
-
-    unsubscribe: str
-    preferences: str
-    view: str | None
-
-
-def links_for(settings: Settings, subscriber: ReaderFields, edition_id: str | None) -> Links:
-    """Signed unsubscribe / preferences / view-in-browser URLs for one reader."""
-    assert subscriber.id is not None
-    base = settings.site.base_url.rstrip("/")
-    purposes: tuple[Purpose, ...] = ("unsubscribe", "preferences")
-    if edition_id:
-        purposes += ("view",)
-    tokens = make_tokens(
-        settings.secret_key,
-        purposes,
-        subscriber_id=subscriber.id or 0,
-        version=subscriber.token_version,
-    )
-    return Links(
-        unsubscribe=f"{base}/unsubscribe/{tokens[0]}",
-        preferences=f"{base}/preferences/{tokens[1]}",
-        view=f"{base}/digest/{tokens[2]}/{edition_id}" if edition_id else None,
-    )
 
 
 def doc_of(paper: PaperFields) -> Doc:

@@ -116,11 +116,16 @@
       panel.classList.remove("loading");
     }
 
+    // The field's maxlength is the server's limit: longer text would only get a 400.
+    function bounded(field) {
+      return field.maxLength > 0 ? field.value.slice(0, field.maxLength) : field.value;
+    }
+
     function run() {
       var query = new URLSearchParams({
-        keywords: keywords.value.slice(0, 2000),
-        exclude: exclude ? exclude.value.slice(0, 2000) : "",
-        limit: limit && /^\d{1,2}$/.test(limit.value) && +limit.value >= 1 && +limit.value <= 50 ? limit.value : "10"
+        keywords: bounded(keywords),
+        exclude: exclude ? bounded(exclude) : "",
+        limit: limit && /^\d{1,4}$/.test(limit.value) && +limit.value >= 1 && +limit.value <= +limit.max ? limit.value : "10"
       }).toString();
       if (query === last) return;
       last = query;
