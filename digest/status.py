@@ -11,7 +11,7 @@ from sqlalchemy.engine import Engine
 from sqlmodel import Session, col, select
 
 from digest.config import Settings
-from digest.delivery.plan import Due, due, reader_zone
+from digest.delivery.planning import Due, due, reader_zone
 from digest.models import Delivery, Run, Source, Subscriber
 from digest.runs import last_run
 from digest.scheduler import ingest_trigger

@@ -1,12 +1,12 @@
 """Delivery: from "these readers are due" to messages accepted by a mail server, recorded.
 
-plan        the due rule; one queued delivery per (reader, edition)
+planning    the due rule; one queued delivery per (reader, edition)
 leases      take due deliveries for a while, renew, give back
 compose     an edition's papers and a chunk of readers -> messages
 composers   who composes: a thread here, or a composing process
 transports  where messages go: the SMTP relay, the embedded sink, a recording list
 record      what happened to each delivery, and the run's counts
-send        deliver(): the senders that tie these together; send(): plan, then deliver
+senders     deliver(): the senders that tie these together; send(): plan, then deliver
 
 The names below load their module on first use, so that what needs only one part (the inbound
 mail server needs transports, not the ranker) imports only that part.
@@ -23,17 +23,17 @@ _WHERE = {
     "CHUNK": "leases",
     "claim_ids": "leases",
     "count_due": "leases",
-    "due": "plan",
-    "plan": "plan",
-    "plan_due": "plan",
-    "unplanned": "plan",
+    "due": "planning",
+    "plan": "planning",
+    "plan_due": "planning",
+    "unplanned": "planning",
     "RECORD_WINDOW": "record",
     "SendReport": "record",
     "record_send_run": "record",
-    "CONNECTION_FAILURES_TO_ABORT": "send",
-    "deliver": "send",
-    "send": "send",
-    "tune_for_sending": "send",
+    "CONNECTION_FAILURES_TO_ABORT": "senders",
+    "deliver": "senders",
+    "send": "senders",
+    "tune_for_sending": "senders",
     "Envelope": "transports",
     "Mailroom": "transports",
     "RecordingMailroom": "transports",
@@ -75,9 +75,9 @@ def __getattr__(name: str) -> Any:
 if TYPE_CHECKING:
     from digest.delivery.compose import edition_papers, preview
     from digest.delivery.leases import CHUNK, claim_ids, count_due
-    from digest.delivery.plan import due, plan, plan_due, unplanned
+    from digest.delivery.planning import due, plan, plan_due, unplanned
     from digest.delivery.record import RECORD_WINDOW, SendReport, record_send_run
-    from digest.delivery.send import (
+    from digest.delivery.senders import (
         CONNECTION_FAILURES_TO_ABORT,
         deliver,
         send,

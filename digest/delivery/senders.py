@@ -30,7 +30,7 @@ from digest.delivery.composers import (
     choose_composer,
 )
 from digest.delivery.leases import Clock, Lease
-from digest.delivery.plan import plan
+from digest.delivery.planning import plan
 from digest.delivery.record import (
     RECORD_WINDOW,
     Job,
