@@ -293,7 +293,7 @@ def test_the_revisions_make_the_schema_of_the_models(
     if empty_url.startswith("sqlite"):
         other = sqlite_url(tmp_path / "created.db")
     else:
-        other = _second_pg_database(empty_url)
+        other = _other_pg_database(empty_url, "b")
         request.addfinalizer(lambda: _drop_pg_database(empty_url, other))
     created = make_engine(other)
     engines.append(created)
@@ -304,9 +304,9 @@ def test_the_revisions_make_the_schema_of_the_models(
         assert read_revision(conn) == HEAD
 
 
-def _second_pg_database(url: str) -> str:
+def _other_pg_database(url: str, suffix: str) -> str:
     admin = create_engine(url, isolation_level="AUTOCOMMIT")
-    name = url.rsplit("/", 1)[1] + "_b"
+    name = f"{url.rsplit('/', 1)[1]}_{suffix}"
     with admin.connect() as conn:
         conn.exec_driver_sql(f'CREATE DATABASE "{name}"')
     admin.dispose()
@@ -318,6 +318,31 @@ def _drop_pg_database(url: str, other: str) -> None:
     with admin.connect() as conn:
         conn.exec_driver_sql(f'DROP DATABASE IF EXISTS "{other.rsplit("/", 1)[1]}" WITH (FORCE)')
     admin.dispose()
+
+
+def test_a_database_at_each_older_revision_upgrades_to_the_models(
+    empty_url: str, tmp_path: Path, request: pytest.FixtureRequest, engines: list[Engine]
+) -> None:
+    """Made by running the revisions up to an older one, then refused, then upgraded. (While
+    the baseline is the only revision there is no older one; every new revision adds one.)"""
+    older = [r.id for r in schema.history() if r.id != HEAD]
+    for revision in older:
+        if empty_url.startswith("sqlite"):
+            url = sqlite_url(tmp_path / f"{revision}.db")
+        else:
+            url = _other_pg_database(empty_url, revision)
+            request.addfinalizer(lambda url=url: _drop_pg_database(empty_url, url))
+        engine = make_engine(url, check_schema=False)
+        engines.append(engine)
+        with engine.connect() as conn:
+            command.upgrade(schema.alembic_config(conn), revision)
+            conn.commit()
+        with pytest.raises(SchemaError, match=f"revision {revision}.*digest db upgrade"):
+            make_engine(url)
+        done = schema.upgrade(engine)
+        assert (done.before.state, done.before.revision) == ("behind", revision)
+        assert done.applied[-1] == HEAD and revision not in done.applied
+        assert model_differences(engine) == []
 
 
 def test_head_is_the_one_newest_revision() -> None:

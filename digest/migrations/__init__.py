@@ -11,9 +11,11 @@ databases under tests/data/migrations/ and keeps their rows. To write one, from 
     # change digest/models.py, then:
     alembic -x url=sqlite:///scratch.db revision --autogenerate -m "what changes"
 
-then read the revision versions/ gained (autogenerate misses renames and data changes), and set
-``HEAD`` below to its id. tests/test_migrations.py fails while the models and the revisions
-disagree, or while ``HEAD`` is not the newest revision.
+then read the revision versions/ gained and complete it: autogenerate misses renames and data
+changes, and on SQLite a changed length (a PostgreSQL URL finds it; the tests compare the models
+with both). Set ``HEAD`` below to its id. tests/test_migrations.py fails while the models and the
+revisions disagree, or while ``HEAD`` is not the newest revision. Revisions never change once
+released, and have no downgrade (a backup is the way back).
 """
 
 from __future__ import annotations
