@@ -558,7 +558,7 @@ def _compose_main(fd: int) -> None:
         level=log_level, format="%(asctime)s %(levelname)s %(name)s %(message)s", stream=sys.stderr
     )
     gc.set_threshold(*COMPOSE_GC_THRESHOLD)
-    engine = make_engine(settings.database.url, create=False)
+    engine = make_engine(settings.database.url, check_schema=False)
     renderer = Renderer.from_source(source)
     cache = _EditionCache(engine, settings)
     counts = _PipeCounts(conn)
