@@ -26,7 +26,7 @@ from sqlalchemy import create_engine, inspect, text
 from sqlalchemy.engine import Engine
 from sqlmodel import Session, SQLModel, col, select
 
-from digest import schema, subscribers
+from digest import schema, subscriptions
 from digest.cli import main
 from digest.db import make_engine, read_revision
 from digest.errors import SchemaError
@@ -184,7 +184,7 @@ def check_usable(url: str, engines: list[Engine]) -> None:
     """The upgraded database works for the code: commands open it, new rows get new ids."""
     engine = make_engine(url)
     engines.append(engine)
-    row = subscribers.add(engine, "new@example.org", subscribers.make_interests("diffusion"))
+    row = subscriptions.add(engine, "new@example.org", subscriptions.make_interests("diffusion"))
     assert row.id == 5
 
 
