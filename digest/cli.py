@@ -30,6 +30,7 @@ from digest.db import make_engine
 from digest.errors import DigestError
 from digest.ingest import IngestReport, ingest, specs_from
 from digest.keywords import MAX_KEYWORD_CHARS, MAX_KEYWORDS
+from digest.migrations import BASELINE, HEAD
 from digest.models import Paper, Source, Subscriber, utcnow
 from digest.ranking import Doc, Index, Profile
 from digest.render import Renderer
@@ -47,7 +48,7 @@ class App:
 
     @property
     def engine(self) -> Engine:
-        """The database engine (tables created on first use)."""
+        """The database engine: a new database is created, any other must be at this code's schema."""
         if self._engine is None:
             self._engine = make_engine(self.settings.database.url)
         return self._engine
@@ -822,6 +823,100 @@ def inbound_cmd(app: App, host: str | None, port: int | None) -> None:
     finally:
         server.stop()
     click.echo("Stopped.")
+
+
+# ---------------------------------------------------------------------------------------------
+# the database's schema
+
+
+@main.group("db")
+def db_group() -> None:
+    """The database's schema: upgrade it after installing a new digest, show its revision.
+
+    Every other command refuses a database whose schema is older or newer than this digest's,
+    and says to run `digest db upgrade`.
+    """
+
+
+@db_group.command("upgrade")
+@with_app
+def db_upgrade_cmd(app: App) -> None:
+    """Bring the database to this digest's schema, keeping every row.
+
+    Creates a new database; recognises one made by digest 0.1.0 (which had no schema
+    version); runs the revisions it lacks, in one transaction. There is no downgrade: take a
+    backup first. Safe to run twice.
+    """
+    from digest import schema  # Alembic: only the db commands pay for its import
+
+    engine = make_engine(app.settings.database.url, check_schema=False)
+    try:
+        done = schema.upgrade(engine)
+    finally:
+        engine.dispose()
+    before = done.before
+    through = (
+        f" through {len(done.applied)} revision(s): {', '.join(done.applied)}"
+        if done.applied
+        else ""
+    )
+    if before.state == "new":
+        click.echo(f"Created a new database at revision {done.after} (head).")
+    elif before.state == "release-0.1.0":
+        then = f", then upgraded it to {done.after} (head){through}" if done.applied else " (head)"
+        click.echo(
+            "Recognised a database made by digest 0.1.0 (no schema version): stamped it at "
+            f"revision {BASELINE}{then}. Every row is kept."
+        )
+    elif done.applied:
+        click.echo(
+            f"Upgraded the database from revision {before.revision} to {done.after} (head)"
+            f"{through}. Every row is kept."
+        )
+    else:
+        click.echo(f"The database is at revision {done.after} (head): nothing to do.")
+
+
+@db_group.command("current")
+@with_app
+def db_current_cmd(app: App) -> None:
+    """Show the database's schema revision and whether it is up to date."""
+    from digest import schema
+
+    engine = make_engine(app.settings.database.url, check_schema=False)
+    try:
+        st = schema.status(engine)
+    finally:
+        engine.dispose()
+    click.echo(
+        {
+            "new": f"No tables yet: the first command (or `digest db upgrade`) creates them at {HEAD}.",
+            "release-0.1.0": "No schema version: made by digest 0.1.0. Run `digest db upgrade`.",
+            "current": f"{st.revision} (head): up to date.",
+            "behind": f"{st.revision}: older than this digest's {HEAD}. Run `digest db upgrade`.",
+            "ahead": f"{st.revision}: unknown to this digest (at {HEAD}): the database is newer.",
+        }[st.state]
+    )
+
+
+@db_group.command("history")
+@with_app
+def db_history_cmd(app: App) -> None:
+    """List the schema's revisions, newest first, marking the database's."""
+    from digest import schema
+
+    engine = make_engine(app.settings.database.url, check_schema=False)
+    try:
+        st = schema.status(engine)
+    finally:
+        engine.dispose()
+    if st.state == "ahead":
+        click.echo(f"{st.revision}  (the database's: unknown to this digest)")
+    for r in schema.history():
+        marks = [m for m, on in (("head", r.id == HEAD), ("current", r.id == st.revision)) if on]
+        if st.state == "release-0.1.0" and r.id == BASELINE:
+            marks.append("the database: digest 0.1.0, no version")
+        click.echo(f"{r.id}  {r.message}" + (f"  ({', '.join(marks)})" if marks else ""))
 
 
 # ---------------------------------------------------------------------------------------------

@@ -1,21 +1,49 @@
-"""The engine factory: the only module that knows SQLite from PostgreSQL."""
+"""The engine factory: the only module that knows SQLite from PostgreSQL.
+
+It also keeps the schema in step with the code: a new database is created at the newest
+revision (digest.migrations.HEAD), one at that revision is used as it is, and any other is
+refused with a SchemaError that says what to do (`digest db upgrade`, digest.schema).
+"""
 
 from __future__ import annotations
 
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
+from contextlib import contextmanager
 from typing import Any
 
-from sqlalchemy import Table, event
+from sqlalchemy import Column, MetaData, PrimaryKeyConstraint, String, Table, event, inspect
 from sqlalchemy.dialects.postgresql import insert as pg_insert
 from sqlalchemy.dialects.sqlite import insert as sqlite_insert
 from sqlalchemy.engine import Connection, Engine
+from sqlalchemy.exc import OperationalError, ProgrammingError
 from sqlmodel import SQLModel, create_engine
 
 from digest import models  # noqa: F401  (registers the tables)
+from digest.errors import SchemaError
+from digest.migrations import HEAD, RELEASE_0_1_0
+
+VERSION_TABLE = "alembic_version"
+"""Alembic's table holding the database's revision."""
+
+# The version table exactly as Alembic makes it (MigrationContext's default), so that a database
+# created here and one created by running every revision are the same.
+_VERSION = Table(
+    VERSION_TABLE,
+    MetaData(),
+    Column("version_num", String(32), nullable=False),
+    PrimaryKeyConstraint("version_num", name=f"{VERSION_TABLE}_pkc"),
+)
+
+# Any number will do, as long as it stays the same: every digest process takes this one.
+_SCHEMA_LOCK = 0x6469676573740001
 
 
-def make_engine(url: str, *, create: bool = True) -> Engine:
-    """An engine for ``url``; SQLite gets WAL and a busy timeout. Creates the tables by default."""
+def make_engine(url: str, *, check_schema: bool = True) -> Engine:
+    """An engine for ``url``; SQLite gets WAL and a busy timeout.
+
+    By default the schema is made or checked first (``ensure_schema``); ``check_schema=False``
+    only connects: for `digest db`, and for a process whose parent has checked it.
+    """
     if url.startswith("sqlite"):
         engine = create_engine(url, connect_args={"timeout": 30, "check_same_thread": False})
 
@@ -29,9 +57,94 @@ def make_engine(url: str, *, create: bool = True) -> Engine:
 
     else:
         engine = create_engine(url, pool_pre_ping=True)
-    if create:
-        SQLModel.metadata.create_all(engine)
+    if check_schema:
+        try:
+            ensure_schema(engine)
+        except BaseException:
+            engine.dispose()
+            raise
     return engine
+
+
+def ensure_schema(engine: Engine) -> None:
+    """Create a new database at HEAD, accept one at HEAD, refuse any other with SchemaError.
+
+    A database at HEAD costs one query. Processes racing to create the same new database are
+    serialised by the schema lock, and the ones that wait find it made.
+    """
+    try:
+        with engine.connect() as conn:
+            revision = conn.exec_driver_sql(f"SELECT version_num FROM {VERSION_TABLE}").all()
+        if revision == [(HEAD,)]:
+            return
+    except (OperationalError, ProgrammingError):
+        pass  # no version table, most likely: read_revision below says
+    with schema_transaction(engine) as conn:
+        state = read_revision(conn)
+        if state is None and not digest_tables(conn):
+            create_schema(conn)
+            return
+    if state != HEAD:
+        from digest.schema import mismatch  # Alembic, only when the schema is not the code's
+
+        raise mismatch(state)
+
+
+def read_revision(conn: Connection) -> str | None:
+    """The database's revision; None when it has no version table (new, or made by 0.1.0)."""
+    if not inspect(conn).has_table(VERSION_TABLE):
+        return None
+    found = conn.exec_driver_sql(f"SELECT version_num FROM {VERSION_TABLE}").scalars().all()
+    if len(found) != 1:
+        # Alembic's state after a downgrade to nothing, or branches digest never makes.
+        raise SchemaError(
+            f"the database's {VERSION_TABLE} table holds {len(found)} revisions "
+            f"({', '.join(map(str, found)) or 'none'}) where digest expects one"
+        )
+    return str(found[0])
+
+
+def digest_tables(conn: Connection) -> set[str]:
+    """The tables of digest's, of any release, that the database holds."""
+    known = set(SQLModel.metadata.tables) | set(RELEASE_0_1_0)
+    return known & set(inspect(conn).get_table_names())
+
+
+def create_schema(conn: Connection) -> None:
+    """Create the models' tables and record HEAD, as running every revision would (tested)."""
+    SQLModel.metadata.create_all(conn)
+    _VERSION.create(conn)
+    conn.execute(_VERSION.insert().values(version_num=HEAD))
+
+
+@contextmanager
+def schema_transaction(engine: Engine) -> Iterator[Connection]:
+    """A connection in a transaction that holds the schema lock, committed at the end.
+
+    PostgreSQL: a transaction-level advisory lock. SQLite: the write lock (BEGIN IMMEDIATE; the
+    busy timeout makes others wait), with foreign keys off as SQLite's own procedure for
+    altering tables asks, and checked before the commit.
+    """
+    with engine.connect() as conn:
+        if is_sqlite(engine):
+            conn.exec_driver_sql("PRAGMA foreign_keys=OFF")  # a no-op inside a transaction
+            try:
+                conn.exec_driver_sql("BEGIN IMMEDIATE")
+                yield conn
+                broken = conn.exec_driver_sql("PRAGMA foreign_key_check").all()
+                if broken:
+                    raise SchemaError(
+                        f"{len(broken)} row(s) have a foreign key that points nowhere (first: "
+                        f"table {broken[0][0]}, row {broken[0][1]}): the schema was not changed"
+                    )
+                conn.commit()
+            finally:
+                conn.rollback()
+                conn.exec_driver_sql("PRAGMA foreign_keys=ON")
+        else:
+            conn.exec_driver_sql(f"SELECT pg_advisory_xact_lock({_SCHEMA_LOCK})")
+            yield conn
+            conn.commit()
 
 
 def is_sqlite(engine: Engine) -> bool:

@@ -2,6 +2,7 @@
 
 DigestError                 every error digest reports to its user
 ├── ConfigError             a bad configuration file, key or value
+├── SchemaError             the database's schema is not the code's (`digest db upgrade`)
 ├── SourceError             a source could not be fetched or parsed
 ├── SubscriberError         a bad address or choice (``field`` names it), a duplicate, an
 │                           unknown subscriber, a revoked link
@@ -19,6 +20,10 @@ class DigestError(Exception):
 
 class ConfigError(DigestError):
     """A bad configuration file, key or value."""
+
+
+class SchemaError(DigestError):
+    """The database's schema is not the one this code works with, or cannot be upgraded."""
 
 
 class SourceError(DigestError):

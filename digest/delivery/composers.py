@@ -172,7 +172,7 @@ def compose_main(fd: int) -> None:
         level=log_level, format="%(asctime)s %(levelname)s %(name)s %(message)s", stream=sys.stderr
     )
     gc.set_threshold(*COMPOSE_GC_THRESHOLD)  # this process exists to compose
-    engine = make_engine(settings.database.url, create=False)
+    engine = make_engine(settings.database.url, check_schema=False)
     composing = Composing(
         engine=engine,
         settings=settings,
