@@ -92,6 +92,7 @@ class DeliverySettings:
     empty: Literal["skip", "note"] = "skip"
     rate_per_second: float = 0.0  # 0: as fast as the connections go
     compose_process_from: int = 5000  # due digests from which a second process composes; 0: never
+    chunk_size: int = 500  # deliveries a sender takes at a time
 
 
 @dataclasses.dataclass(frozen=True, kw_only=True)
@@ -292,6 +293,10 @@ def _validate(settings: Settings, source: str) -> None:
             "[delivery] retry_base_seconds: must be positive",
         ),
         (settings.delivery.lease_seconds > 0, "[delivery] lease_seconds: must be positive"),
+        (
+            1 <= settings.delivery.chunk_size <= 10_000,
+            "[delivery] chunk_size: must be 1-10000",
+        ),
         (settings.delivery.bounce_limit >= 1, "[delivery] bounce_limit: must be at least 1"),
         (settings.delivery.rate_per_second >= 0, "[delivery] rate_per_second: must be 0 or more"),
         (

@@ -7,6 +7,7 @@ import os
 import re
 import subprocess
 import sys
+import time
 from collections import Counter
 from datetime import UTC, datetime
 from pathlib import Path
@@ -67,6 +68,17 @@ def test_pipeline_on_postgres(
     ]
 
 
+def _waiting_on_locks(engine: Any) -> int:
+    """How many other sessions wait for a lock (the workers, at the start line)."""
+    with engine.connect() as conn:
+        return int(
+            conn.exec_driver_sql(
+                "SELECT count(*) FROM pg_stat_activity WHERE wait_event_type = 'Lock' "
+                "AND datname = current_database()"
+            ).scalar_one()
+        )
+
+
 def test_four_workers_send_each_digest_exactly_once(
     settings: Settings, pg_url: str, shared: Path, smtp_server: Any, tmp_path: Path, request: Any
 ) -> None:
@@ -101,7 +113,8 @@ def test_four_workers_send_each_digest_exactly_once(
         conn.execute(insert(table_of(Subscriber)), rows)
     assert delivery.plan(engine, settings, now=now) == READERS
 
-    # half the workers compose in a second process (claiming ids only), half in their own
+    # half the workers compose in a second process (claiming ids only), half in their own;
+    # chunks of 50: more than the workers' first claims together, so none finds nothing
     configs = []
     for i in range(WORKERS):
         config = tmp_path / f"worker{i}.toml"
@@ -109,24 +122,37 @@ def test_four_workers_send_each_digest_exactly_once(
             f'[database]\nurl = "{pg_url}"\n'
             f'[smtp]\nhost = "127.0.0.1"\nport = {controller.port}\nsecurity = "none"\n'
             "connections = 2\n"
-            f"[delivery]\ncompose_process_from = {1 if i % 2 else 0}\n"
+            f"[delivery]\ncompose_process_from = {1 if i % 2 else 0}\nchunk_size = 50\n"
         )
         configs.append(config)
     env = {**os.environ, "DIGEST_SECRET_KEY": settings.secret_key}
     digest = str(Path(sys.executable).parent / "digest")
     logs = [tmp_path / f"worker{i}.log" for i in range(WORKERS)]
     procs = []
-    for config, log in zip(configs, logs, strict=True):
-        with log.open("wb") as out:
-            procs.append(
-                subprocess.Popen(
-                    [digest, "-v", "--config", str(config), "worker", "--once"],
-                    cwd=tmp_path,
-                    env=env,
-                    stdout=out,
-                    stderr=out,
+    # The start line: the delivery table stays locked until every worker waits on it, so no
+    # worker starts so late that the others have taken everything (as happened under load).
+    gate = engine.connect()
+    gate.exec_driver_sql("LOCK TABLE delivery IN ACCESS EXCLUSIVE MODE")
+    try:
+        for config, log in zip(configs, logs, strict=True):
+            with log.open("wb") as out:
+                procs.append(
+                    subprocess.Popen(
+                        [digest, "-v", "--config", str(config), "worker", "--once"],
+                        cwd=tmp_path,
+                        env=env,
+                        stdout=out,
+                        stderr=out,
+                    )
                 )
-            )
+        deadline = time.monotonic() + 120
+        while _waiting_on_locks(engine) < WORKERS:
+            assert time.monotonic() < deadline, [log.read_text() for log in logs]
+            assert all(p.poll() is None for p in procs), [log.read_text() for log in logs]
+            time.sleep(0.1)
+    finally:
+        gate.rollback()
+        gate.close()
     for proc, log in zip(procs, logs, strict=True):
         assert proc.wait(timeout=600) == 0, log.read_text()
 
@@ -142,5 +168,5 @@ def test_four_workers_send_each_digest_exactly_once(
     assert set(received.values()) == {1}, "every subscriber gets exactly one digest"
     texts = [log.read_text() for log in logs]
     assert ["event=compose-process" in text for text in texts] == [i % 2 == 1 for i in range(4)]
-    sent_by = [int(m[1]) for line in per_worker if (m := re.search(r"(\d+) sent", line))]
-    assert sum(sent_by) == statuses["sent"] and sum(n > 0 for n in sent_by) >= 2, per_worker
+    sent_by = [int(m[1]) if (m := re.search(r"(\d+) sent", line)) else 0 for line in per_worker]
+    assert sum(sent_by) == statuses["sent"] and all(n > 0 for n in sent_by), per_worker

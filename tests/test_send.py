@@ -22,7 +22,7 @@ from sqlmodel import Session, select
 from digest import delivery, subscriptions
 from digest.config import Settings
 from digest.db import make_engine
-from digest.delivery import leases, record
+from digest.delivery import record
 from digest.delivery.compose import Composing
 from digest.delivery.composers import ProcessComposer, Work
 from digest.delivery.record import Job
@@ -327,7 +327,9 @@ def test_a_composing_process_sends_what_one_process_sends(
 ) -> None:
     """Above [delivery] compose_process_from a second process composes: same mail, same records."""
     controller, handler = smtp_server
-    monkeypatch.setattr(leases, "CHUNK", 4)  # several chunks: composed one ahead of sending
+    settings = dataclasses.replace(  # several chunks: composed one ahead of sending
+        settings, delivery=dataclasses.replace(settings.delivery, chunk_size=4)
+    )
     keywords = [
         "quantization",
         "dataset distillation",
@@ -384,7 +386,9 @@ def _ten_readers_composed_elsewhere(
     settings: Settings, tmp_path: Path, shared: Path, monkeypatch: pytest.MonkeyPatch
 ) -> tuple[Settings, Any]:
     """Settings and engine for ten readers, sent in chunks of four by a composing process."""
-    monkeypatch.setattr(leases, "CHUNK", 4)
+    settings = dataclasses.replace(
+        settings, delivery=dataclasses.replace(settings.delivery, chunk_size=4)
+    )
     base = dataclasses.replace(
         settings,
         database=dataclasses.replace(settings.database, url=f"sqlite:///{tmp_path}/run.db"),

@@ -20,7 +20,6 @@ from typing import TYPE_CHECKING, Any
 _WHERE = {
     "edition_papers": "compose",
     "preview": "compose",
-    "CHUNK": "leases",
     "claim_ids": "leases",
     "count_due": "leases",
     "due": "planning",
@@ -42,7 +41,6 @@ _WHERE = {
 }
 
 __all__ = [
-    "CHUNK",
     "CONNECTION_FAILURES_TO_ABORT",
     "Envelope",
     "Mailroom",
@@ -74,7 +72,7 @@ def __getattr__(name: str) -> Any:
 
 if TYPE_CHECKING:
     from digest.delivery.compose import edition_papers, preview
-    from digest.delivery.leases import CHUNK, claim_ids, count_due
+    from digest.delivery.leases import claim_ids, count_due
     from digest.delivery.planning import due, plan, plan_due, unplanned
     from digest.delivery.record import RECORD_WINDOW, SendReport, record_send_run
     from digest.delivery.senders import (

@@ -31,9 +31,6 @@ from digest.models import Delivery, utcnow
 
 log = logging.getLogger("digest.delivery")
 
-# Deliveries taken at a time: one chunk is composed while the one before it is sent.
-CHUNK = 500
-
 Clock = Callable[[], datetime]
 
 
@@ -75,14 +72,15 @@ def new_owner() -> str:
 def claim_ids(
     engine: Engine, settings: Settings, *, owner: str, now: datetime, limit: int | None = None
 ) -> list[int]:
-    """Take up to ``limit`` (default CHUNK) due deliveries under a lease held by ``owner``:
+    """Take up to ``limit`` (default ``[delivery] chunk_size``) due deliveries under a lease held
+    by ``owner``:
     the ids taken, in order (another worker may take some of those tried first)."""
     with engine.begin() as conn:
         query = (
             select(col(Delivery.id))
             .where(is_due(now, settings, owner=owner))
             .order_by(col(Delivery.id))
-            .limit(limit or CHUNK)
+            .limit(limit or settings.delivery.chunk_size)
         )
         if engine.dialect.name == "postgresql":
             query = query.with_for_update(skip_locked=True)
