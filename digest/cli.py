@@ -16,27 +16,55 @@ from contextlib import contextmanager
 from datetime import UTC, date, datetime, time
 from email import message_from_bytes, policy
 from pathlib import Path
-from typing import Any, TypeVar, cast
+from typing import TYPE_CHECKING, Any, TypeVar, cast
 
 import click
 from sqlalchemy.engine import Engine
 from sqlmodel import Session, col, select
 
+# Only what every command needs is imported here: `digest --help` and the light commands start
+# without the ranker (numpy, scipy), the feed readers, the templates or the SMTP servers, which
+# the commands that use them import.
 from digest import __version__, delivery, subscriptions
 from digest import edition as editions
-from digest import status as status_mod
 from digest.config import Settings, ensure_secret, load_settings
 from digest.db import make_engine
 from digest.errors import DigestError
-from digest.ingest import IngestReport, ingest, specs_from
 from digest.keywords import MAX_KEYWORD_CHARS, MAX_KEYWORDS
 from digest.migrations import BASELINE, HEAD
 from digest.models import Paper, Source, Subscriber, utcnow
-from digest.ranking import Doc, Index, Profile
-from digest.render import Renderer
-from digest.sink import list_mail
+from digest.runs import counts_line
+
+if TYPE_CHECKING:
+    from digest.ingest import IngestReport
+    from digest.render import Renderer
 
 F = TypeVar("F", bound=Callable[..., Any])
+
+
+class _Weekday(click.ParamType):  # type: ignore[type-arg]
+    """A day of the week, as the mail commands take it: a name, its first three letters, 0-6
+    (ParamType is generic only in newer click, hence the ignore above)."""
+
+    name = "day"
+
+    def convert(self, value: Any, param: click.Parameter | None, ctx: click.Context | None) -> int:
+        if isinstance(value, int):
+            return value
+        try:
+            return subscriptions.weekday_number(str(value))
+        except DigestError as e:
+            self.fail(str(e), param, ctx)
+
+
+WEEKDAY = _Weekday()
+
+
+def _renderer(settings: Settings) -> Renderer:
+    """The digest renderer (Jinja and the inlined templates, loaded here)."""
+    from digest.render import Renderer
+
+    return Renderer.create(snippet_chars=settings.digest.snippet_chars)
 
 
 @dataclasses.dataclass
@@ -133,6 +161,8 @@ def _bar(length: int, label: str) -> Iterator[Callable[[int], None]]:
 
 
 def _run_ingest(app: App, locations: tuple[str, ...], *, dry_run: bool = False) -> IngestReport:
+    from digest.ingest import ingest, specs_from
+
     specs = specs_from(app.settings, locations)
     if not specs:
         raise click.ClickException(
@@ -288,7 +318,10 @@ def _paper_json(p: Paper) -> dict[str, Any]:
 )
 @click.option("--weekly", is_flag=True, help="One digest a week instead of every day.")
 @click.option(
-    "--weekday", type=click.IntRange(0, 6), default=0, help="For --weekly: 0 = Monday … 6 = Sunday."
+    "--weekday",
+    type=WEEKDAY,
+    default="monday",
+    help="For --weekly: the day, as a name (friday, fri) or 0 = Monday … 6 = Sunday.",
 )
 @click.option(
     "--hour", "send_hour", type=click.IntRange(0, 23), default=7, help="Local hour to send at."
@@ -405,6 +438,8 @@ def rank_cmd(
         if start:
             query = query.where(Paper.first_seen_at >= start)
         papers = {p.key: p for p in session.exec(query).all()}
+    from digest.ranking import Doc, Index, Profile
+
     index = Index.build(
         [
             Doc(key=p.key, title=p.title, abstract=p.abstract, upvotes=p.upvotes)
@@ -465,7 +500,7 @@ def send_exit_code(report: delivery.SendReport) -> int:
 
 
 def _run_send(app: App, *, dry_run: bool) -> delivery.SendReport | None:
-    renderer = Renderer.create(snippet_chars=app.settings.digest.snippet_chars)
+    renderer = _renderer(app.settings)
     now = utcnow()
     if dry_run:
         new = delivery.unplanned(app.engine, app.settings, now=now)
@@ -552,7 +587,7 @@ def preview_cmd(
     subject, html, ranked = delivery.preview(
         app.engine,
         app.settings,
-        renderer=Renderer.create(snippet_chars=app.settings.digest.snippet_chars),
+        renderer=_renderer(app.settings),
         subscriber=sub,
         edition=ed,
     )
@@ -584,6 +619,8 @@ def _safe_name(email: str) -> str:
 def mailbox_cmd(app: App, limit: int) -> None:
     """List the messages the embedded SMTP sink holds (its Maildir)."""
     maildir = app.settings.path(app.settings.sink.maildir)
+    from digest.sink import list_mail
+
     mails = list(list_mail(maildir))
     if not mails:
         click.echo(f"The Maildir {maildir} is empty.")
@@ -656,6 +693,8 @@ def demo_cmd(app: App) -> None:
     out_dir = app.settings.path(app.settings.digest.previews_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
     latest: dict[str, Path] = {}
+    from digest.sink import list_mail
+
     for m in list_mail(maildir):
         latest[m.to.lower()] = m.path
     click.echo("\nEach reader's digest, as received by the embedded SMTP server:")
@@ -756,7 +795,7 @@ def serve_cmd(app: App, host: str | None, port: int | None, schedule: bool) -> N
             scheduler = build_scheduler(
                 settings,
                 app.engine,
-                renderer=Renderer.create(snippet_chars=settings.digest.snippet_chars),
+                renderer=_renderer(settings),
                 mailroom=mailroom,
                 stop=stop,
             )
@@ -945,7 +984,7 @@ def worker_cmd(app: App, once: bool, poll: float) -> None:
     stop = threading.Event()
     for sig in (signal.SIGTERM, signal.SIGINT):
         signal.signal(sig, lambda *_: stop.set())
-    renderer = Renderer.create(snippet_chars=app.settings.digest.snippet_chars)
+    renderer = _renderer(app.settings)
     delivery.tune_for_sending()
     total = delivery.SendReport()
     with delivery.mailroom_for(app.settings) as mailroom:
@@ -962,7 +1001,7 @@ def worker_cmd(app: App, once: bool, poll: float) -> None:
                 break
             if report.stopped or not any(report.as_counts().values()):
                 stop.wait(poll)  # a relay that is down is tried again after the pause
-    click.echo(f"Worker: {status_mod.counts_line(total.as_counts())}.")
+    click.echo(f"Worker: {counts_line(total.as_counts())}.")
     if once:
         sys.exit(send_exit_code(total))
 
@@ -976,6 +1015,8 @@ def status_cmd(app: App, email: str | None) -> None:
     With EMAIL: why that reader got, or did not get, their digest (not due, no matches,
     bounced, unsubscribed, …) and their recent deliveries.
     """
+    from digest import status as status_mod
+
     now = utcnow()
     if email:
         sub = subscriptions.get(app.engine, email)
@@ -1000,7 +1041,8 @@ def status_cmd(app: App, email: str | None) -> None:
             click.echo(f"{label}: never")
             continue
         click.echo(
-            f"{label}: {run.started_at:%Y-%m-%d %H:%M UTC} — {status_mod.counts_line(run.counts)}"
+            f"{label}: {run.started_at:%Y-%m-%d %H:%M UTC} — "
+            f"{counts_line(run.counts, kind=run.kind)}"
             + (f", {len(run.errors)} error(s)" if run.errors else "")
         )
         for err in run.errors[:5]:
@@ -1019,7 +1061,7 @@ def status_cmd(app: App, email: str | None) -> None:
     )
     click.echo("Deliveries:")
     for edition, counts in o.editions:
-        click.echo(f"  {edition}: {status_mod.counts_line(counts)}")
+        click.echo(f"  {edition}: {counts_line(counts)}")
     if not o.editions:
         click.echo("  none yet")
     if o.retries_waiting:

@@ -497,16 +497,23 @@ def ensure_secret(settings: Settings) -> Settings:
     if db_path is not None and not db_path.is_absolute():
         folder = (Path(settings.base_dir) / db_path).parent
     key_file = folder / ".secret_key"
-    if not key_file.is_file():
-        folder.mkdir(parents=True, exist_ok=True)
-        try:
-            fd = os.open(key_file, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
-        except FileExistsError:  # another process made it first: use theirs
-            pass
-        else:
-            with os.fdopen(fd, "w", encoding="ascii") as fh:
-                fh.write(secrets.token_urlsafe(48) + "\n")
-    key = key_file.read_text(encoding="ascii").strip()
+    try:
+        if not key_file.is_file():
+            folder.mkdir(parents=True, exist_ok=True)
+            try:
+                fd = os.open(key_file, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+            except FileExistsError:  # another process made it first: use theirs
+                pass
+            else:
+                with os.fdopen(fd, "w", encoding="ascii") as fh:
+                    fh.write(secrets.token_urlsafe(48) + "\n")
+        key = key_file.read_text(encoding="ascii").strip()
+    except OSError as e:
+        raise ConfigError(
+            f"cannot keep the signing secret in {key_file} (beside the database of [database] "
+            f"url): {e.strerror or e}; set {SECRET_ENV} or choose a database path digest can "
+            "write to"
+        ) from e
     if not key:
         raise ConfigError(
             f"{key_file}: the signing secret file is empty; delete it or set {SECRET_ENV}"

@@ -14,12 +14,12 @@ from typing import Any
 from sqlalchemy import Column, MetaData, PrimaryKeyConstraint, String, Table, event, inspect
 from sqlalchemy.dialects.postgresql import insert as pg_insert
 from sqlalchemy.dialects.sqlite import insert as sqlite_insert
-from sqlalchemy.engine import Connection, Engine
-from sqlalchemy.exc import OperationalError, ProgrammingError
+from sqlalchemy.engine import Connection, Engine, make_url
+from sqlalchemy.exc import ArgumentError, OperationalError, ProgrammingError
 from sqlmodel import SQLModel, create_engine
 
 from digest import models  # noqa: F401  (registers the tables)
-from digest.errors import SchemaError
+from digest.errors import DigestError, SchemaError
 from digest.migrations import HEAD, RELEASE_0_1_0
 
 VERSION_TABLE = "alembic_version"
@@ -44,6 +44,38 @@ def make_engine(url: str, *, check_schema: bool = True) -> Engine:
     By default the schema is made or checked first (``ensure_schema``); ``check_schema=False``
     only connects: for `digest db`, and for a process whose parent has checked it.
     """
+    try:
+        engine = _engine(url)
+    except (ArgumentError, ImportError) as e:  # a URL SQLAlchemy cannot read, no such driver
+        raise DigestError(
+            f"[database] url {_shown(url)!r} is not a database URL digest can use: {e}; "
+            "e.g. sqlite:///subscribers.db or postgresql+psycopg://user@host/digest"
+        ) from e
+    if check_schema:
+        try:
+            ensure_schema(engine)
+        except OperationalError as e:
+            engine.dispose()
+            reason = str(e.orig or e).strip().splitlines()[0]
+            raise DigestError(
+                f"cannot use the database at {_shown(url)}: {reason} (check [database] url, "
+                "or DIGEST_DATABASE_URL)"
+            ) from e
+        except BaseException:
+            engine.dispose()
+            raise
+    return engine
+
+
+def _shown(url: str) -> str:
+    """The URL as an error message may show it: without its password."""
+    try:
+        return make_url(url).render_as_string(hide_password=True)
+    except ArgumentError:
+        return url.split("@")[-1][:200]
+
+
+def _engine(url: str) -> Engine:
     if url.startswith("sqlite"):
         engine = create_engine(url, connect_args={"timeout": 30, "check_same_thread": False})
 
@@ -57,12 +89,6 @@ def make_engine(url: str, *, check_schema: bool = True) -> Engine:
 
     else:
         engine = create_engine(url, pool_pre_ping=True)
-    if check_schema:
-        try:
-            ensure_schema(engine)
-        except BaseException:
-            engine.dispose()
-            raise
     return engine
 
 

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import dataclasses
-from collections import Counter
 from datetime import datetime, timedelta
 
 from sqlalchemy import func
@@ -142,10 +141,3 @@ def _verdict(sub: Subscriber, this: Delivery | None, when: Due) -> str:
             )
         return f"failed for good after {this.attempts} attempts: {this.last_error}"
     return f"{this.status}: edition {current} is in the outbox"
-
-
-def counts_line(counts: dict[str, int]) -> str:
-    """``3 sent, 1 skipped`` from a status→count mapping, in a fixed order."""
-    order = ["planned", "queued", "sending", "sent", "skipped", "failed", "bounced"]
-    c = Counter(counts)
-    return ", ".join(f"{c[k]} {k}" for k in order if c.get(k)) or "nothing"

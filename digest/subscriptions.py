@@ -417,3 +417,19 @@ def listing(engine: Engine, *, status: str | None = None) -> list[Subscriber]:
         if status:
             query = query.where(Subscriber.status == status)
         return list(session.exec(query).all())
+
+
+def weekday_number(text: str) -> int:
+    """0 (Monday) to 6 (Sunday) from "4", "friday", "Fri" or "fridays"; SubscriberError
+    otherwise."""
+    word = text.strip().lower().removesuffix("s")
+    if word.isdigit() and len(word) == 1 and int(word) <= 6:
+        return int(word)
+    for number, name in enumerate(WEEKDAYS):
+        if word in (name.lower(), name[:3].lower()):
+            return number
+    raise SubscriberError(
+        f"{text.strip()[:30]!r} is not a day of the week: give a name (friday, fri) or 0-6 "
+        "(0 is Monday)",
+        field="weekday",
+    )

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import subprocess
 import sys
 from email import message_from_bytes, policy
@@ -201,3 +202,85 @@ def test_every_command_has_help_and_is_in_the_readme() -> None:
         assert f"digest {name}" in readme, f"README does not show `digest {name}`"
         result = CliRunner().invoke(main, [*path, "--help"])
         assert result.exit_code == 0 and "--config" in result.output, name
+
+
+def test_help_and_version_load_no_heavy_stack() -> None:
+    """`digest --help`, `--version` and each command's help answer without the ranker, the
+    feed readers, the templates, the SMTP servers or the web stack."""
+    program = (
+        "import sys\n"
+        "from click.testing import CliRunner\n"
+        "from digest.cli import main\n"
+        "for args in (['--help'], ['--version'], *([c, '--help'] for c in main.commands)):\n"
+        "    assert CliRunner().invoke(main, args).exit_code == 0, args\n"
+        "heavy = ('numpy', 'scipy', 'aiosmtpd', 'feedparser', 'premailer', 'starlette', 'jinja2')\n"
+        "print(sorted(m for m in heavy if m in sys.modules))\n"
+    )
+    out = subprocess.run(
+        [sys.executable, "-c", program], capture_output=True, text=True, check=True
+    ).stdout
+    assert out.strip() == "[]"
+
+
+def test_weekday_by_name_as_in_the_mail_command(tmp_path: Path) -> None:
+    config = config_in(tmp_path)
+    for i, day in enumerate(("friday", "Fri", "4", "fridays")):
+        code, out = run(
+            config, "subscribe", f"r{i}@example.org", "-k", "llm", "--weekly", "--weekday", day
+        )
+        assert code == 0, out
+    code, out = run(config, "subscribe", "x@example.org", "-k", "llm", "--weekday", "someday")
+    assert code == 2 and "not a day of the week" in out
+    engine = make_engine(f"sqlite:///{tmp_path}/subscribers.db")
+    with engine.connect() as conn:
+        days = conn.execute(text("SELECT weekday FROM subscriber")).scalars().all()
+    assert days == [4, 4, 4, 4]
+
+
+def test_a_bad_or_unreachable_database_is_one_line(tmp_path: Path) -> None:
+    config = config_in(tmp_path)
+    for url, needle in (
+        ("nonsense://x", "is not a database URL"),
+        ("postgresql+psycopg://u:hunter2@127.0.0.1:1/db", "cannot use the database"),
+    ):
+        result = CliRunner().invoke(
+            main,
+            ["--config", str(config), "subscribers"],
+            env={"DIGEST_SECRET_KEY": "k" * 40, "DIGEST_DATABASE_URL": url},
+        )
+        assert (
+            result.exit_code == 1
+            and result.exception is None
+            or isinstance(result.exception, SystemExit)
+        )
+        assert result.output.startswith("Error: ") and result.output.count("\n") == 1
+        assert needle in result.output and "hunter2" not in result.output
+
+
+def test_status_tells_what_the_last_ingest_did(tmp_path: Path) -> None:
+    config = config_in(tmp_path)
+    sample = ROOT / "digest" / "data" / "sample-papers.txt"
+    code, out = run(config, "ingest", str(sample))
+    assert code == 0, out
+    code, out = run(config, "status")
+    line = next(x for x in out.splitlines() if x.startswith("Last ingest"))
+    assert "1 sources" in line and " new" in line and "nothing" not in line
+
+
+def test_the_readme_inbound_example_works_as_shown(tmp_path: Path) -> None:
+    """The README's `digest inbound &` example, run by bash as a reader would paste it."""
+    readme = (ROOT / "README.md").read_text(encoding="utf-8")
+    block = re.search(r"```sh\n(digest inbound &.*?)```", readme, re.S)
+    assert block is not None
+    env = {k: v for k, v in os.environ.items() if not k.startswith("DIGEST_")}
+    env["PATH"] = f"{Path(sys.executable).parent}{os.pathsep}{env.get('PATH', '')}"
+    result = subprocess.run(
+        ["bash", "-c", "set -m\n" + block[1]],
+        cwd=tmp_path,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+    assert result.returncode == 0, result.stderr
+    assert "Confirm your subscription" in result.stdout, result.stdout + result.stderr
