@@ -93,6 +93,9 @@ class DeliverySettings:
     rate_per_second: float = 0.0  # 0: as fast as the connections go
     compose_process_from: int = 5000  # due digests from which a second process composes; 0: never
     chunk_size: int = 500  # deliveries a sender takes at a time
+    # Where bounces come back: each digest's envelope sender is this address with the
+    # delivery's signed id after a "+" (VERP); empty: [smtp] from_address, and no bounce tracing.
+    bounce_address: str = "bounces@localhost"
 
 
 @dataclasses.dataclass(frozen=True, kw_only=True)
@@ -296,6 +299,15 @@ def _validate(settings: Settings, source: str) -> None:
         (
             1 <= settings.delivery.chunk_size <= 10_000,
             "[delivery] chunk_size: must be 1-10000",
+        ),
+        (
+            not settings.delivery.bounce_address
+            or (
+                _is_address(settings.delivery.bounce_address)
+                and "+" not in settings.delivery.bounce_address
+            ),
+            "[delivery] bounce_address: must be an address without '+' (digest adds "
+            "'+' and the delivery's id), or empty",
         ),
         (settings.delivery.bounce_limit >= 1, "[delivery] bounce_limit: must be at least 1"),
         (settings.delivery.rate_per_second >= 0, "[delivery] rate_per_second: must be 0 or more"),

@@ -30,6 +30,9 @@ owner of the address may do.
   in all. Mail that is automatic (Auto-Submitted, a bounce, a mailing list, Precedence bulk,
   a robot sender, our own replies) is never answered (RFC 3834).
 
+Mail to a signed bounce address (:mod:`digest.delivery.bounces`) is a report on a digest: it is
+applied to its delivery and never answered.
+
 The SMTP answer to a mail is the same whatever the state of its sender's address, and it is
 given before the mail is read: one worker thread executes the commands and replies, so neither
 the answer nor its timing tells anything. Messages are bounded (552 above ``[inbound]
@@ -64,6 +67,8 @@ from sqlalchemy.engine import Engine
 
 from digest import subscriptions
 from digest.config import Settings
+from digest.delivery import bounces
+from digest.delivery.bounces import delivery_of
 from digest.delivery.transports import Envelope as MailEnvelope
 from digest.delivery.transports import Mailroom, mailroom_for
 from digest.errors import DigestError, SendError, SubscriberError
@@ -93,6 +98,7 @@ MAX_MULTIPARTS = 20  # more multipart containers than a mail client makes: a MIM
 MAX_PARTS = 50
 MAX_DEPTH = 8
 MAX_RECIPIENTS = 5
+MAX_REPORT_BYTES = 2 << 20  # a bounce report may quote the whole digest
 MAX_EMAIL_CHARS = 254
 QUEUE_SIZE = 100
 REPLIES_PER_MINUTE = 60
@@ -586,7 +592,13 @@ class CommandProcessor:
     # the pipeline of one mail
 
     def process(self, mail: Incoming) -> None:
-        """Read one accepted mail, execute its commands, reply when that is safe and useful."""
+        """Read one accepted mail, execute its commands, reply when that is safe and useful;
+        a report on a digest (to a bounce address) is applied to its delivery."""
+        reports = [r for r in mail.recipients if r not in self.roles]
+        if reports:  # the handler took only signed bounce addresses beside ours
+            bounces.process(
+                self.engine, self.settings, recipients=reports, data=mail.data, now=self.clock()
+            )
         roles = {self.roles[r] for r in mail.recipients if r in self.roles}
         order: tuple[Role, ...] = ("unsubscribe", "subscribe", "commands")
         role = next((r for r in order if r in roles), None)
@@ -937,11 +949,43 @@ def command_addresses(settings: Settings) -> dict[str, Role]:
 
 
 class InboundHandler:
-    """The aiosmtpd handler: our addresses only, then queue the message for the worker."""
+    """The aiosmtpd handler: our addresses only, then queue the message for the worker.
 
-    def __init__(self, addresses: Mapping[str, Role], mail: queue.Queue[Incoming | None]) -> None:
+    ``bounces`` tells a signed bounce address (digest.delivery.bounces) from any other: mail
+    for those is a report on a digest, read by the worker and never answered.
+    """
+
+    def __init__(
+        self,
+        addresses: Mapping[str, Role],
+        mail: queue.Queue[Incoming | None],
+        *,
+        bounces: Callable[[str], bool] = lambda address: False,
+        max_command_bytes: int | None = None,
+    ) -> None:
         self.addresses = addresses
         self.mail = mail
+        self.bounces = bounces
+        self.max_command_bytes = max_command_bytes
+
+    async def handle_MAIL(  # noqa: N802 - aiosmtpd's hook names
+        self,
+        server: SMTP,
+        session: Session,
+        envelope: Envelope,
+        address: str,
+        mail_options: list[str],
+    ) -> str:
+        """A report on a digest comes from the null sender (RFC 3464): mail from anyone else is
+        a command mail, whose declared size is held to the command limit at once."""
+        size = next(
+            (int(o[5:]) for o in mail_options if o[:5].upper() == "SIZE=" and o[5:].isdigit()), 0
+        )
+        if address not in ("", "<>") and self.max_command_bytes and size > self.max_command_bytes:
+            return "552 5.3.4 Message too big for a command mail"
+        envelope.mail_from = address
+        envelope.mail_options.extend(mail_options)
+        return "250 OK"
 
     async def handle_RCPT(  # noqa: N802 - aiosmtpd's hook names
         self,
@@ -953,7 +997,7 @@ class InboundHandler:
     ) -> str:
         """Accept our command addresses; every other recipient is refused (never a relay)."""
         key = address.strip().lower()
-        if key not in self.addresses:
+        if key not in self.addresses and not self.bounces(key):
             log.info("event=refused-recipient rcpt=%r peer=%s", address[:254], session.peer)
             return (
                 "550 5.7.1 Relaying denied: this server takes mail for its command addresses only"
@@ -969,6 +1013,11 @@ class InboundHandler:
     ) -> str:
         """Queue the message; the answer never depends on who sent it or what it says."""
         data = envelope.original_content or b""
+        # Reports on digests may quote the digest, so the server takes up to its bounce size;
+        # mail with commands keeps the smaller limit.
+        commands = any(r in self.addresses for r in envelope.rcpt_tos)
+        if commands and self.max_command_bytes and len(data) > self.max_command_bytes:
+            return "552 5.3.4 Message too big for a command mail"
         mail = Incoming(
             mail_from=str(envelope.mail_from or ""),
             recipients=tuple(envelope.rcpt_tos),
@@ -1001,12 +1050,17 @@ class InboundServer:
         self.port = inbound.port or free_port(inbound.host)
         self._mail: queue.Queue[Incoming | None] = queue.Queue(maxsize=QUEUE_SIZE)
         self._controller = Controller(
-            InboundHandler(self.processor.roles, self._mail),
+            InboundHandler(
+                self.processor.roles,
+                self._mail,
+                bounces=lambda address: delivery_of(settings, address) is not None,
+                max_command_bytes=inbound.max_message_bytes,
+            ),
             hostname=self.host,
             port=self.port,
             server_hostname=inbound.address.rpartition("@")[2] or "localhost",
             ident="digest inbound",
-            data_size_limit=inbound.max_message_bytes,
+            data_size_limit=max(inbound.max_message_bytes, MAX_REPORT_BYTES),
             timeout=SMTP_TIMEOUT,
             command_call_limit=COMMAND_CALL_LIMIT,
         )

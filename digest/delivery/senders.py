@@ -21,6 +21,7 @@ from datetime import datetime, timedelta
 from sqlalchemy.engine import Engine
 
 from digest.config import Settings
+from digest.delivery.bounces import return_path
 from digest.delivery.compose import Composing, EditionCache
 from digest.delivery.composers import (
     COMPOSE_GC_THRESHOLD,
@@ -162,7 +163,9 @@ def _sender(run: _Run, composer: Composer, transport: Transport) -> None:
             run.limit.wait()
             try:
                 transport.send(
-                    Envelope(settings.smtp.from_address, job.to_addr), job.data, before_data=settle
+                    Envelope(return_path(settings, job.delivery_id), job.to_addr),
+                    job.data,
+                    before_data=settle,
                 )
             except SendError as e:
                 if e.relay:  # no message was handed over: every other would meet the same
