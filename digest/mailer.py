@@ -4,10 +4,9 @@
 bodies go as they are (7bit) when they are ASCII with short lines, else are encoded with
 binascii (quoted-printable line by line, cached, or base64 when that is shorter), the headers
 with the email library's encoders (``email.utils.formataddr``, ``email.base64mime`` encoded
-words), so a message costs a few percent of an ``EmailMessage`` (~5 ms).
-:func:`build_message_reference` is the ``EmailMessage`` version, kept so that tests and
-benchmarks can check the fast one against it; tests/test_mailer.py proves the output with the
-stdlib parser.
+words); building an ``EmailMessage`` per message would cost more than the rest of a send.
+tests/test_mailer.py checks it against an ``EmailMessage`` build (tests/reference.py) and
+proves the output with the stdlib parser.
 
 :class:`SmtpTransport` keeps one SMTP connection open across messages and turns every
 failure into :class:`~digest.errors.SendError`, ``permanent`` only for a 5xx answer to a
@@ -27,9 +26,6 @@ import ssl
 from collections.abc import Callable, Mapping
 from datetime import UTC, datetime
 from email import base64mime
-from email.headerregistry import Address
-from email.message import EmailMessage
-from email.policy import SMTP as SMTP_POLICY
 from email.utils import format_datetime, formataddr
 from pathlib import Path
 from types import TracebackType
@@ -375,7 +371,7 @@ def _headers(
     unsubscribe_mailto: str,
     extra_headers: Mapping[str, str] | None,
 ) -> list[tuple[str, str]]:
-    """The checked, cleaned header values, shared by the fast and the reference builder."""
+    """The checked, cleaned header values (tests/reference.py builds with them too)."""
     mailto = clean_header(unsubscribe_mailto)
     if not mailto.lower().startswith("mailto:"):
         mailto = "mailto:" + _address(mailto, "unsubscribe mailto")
@@ -459,49 +455,6 @@ def build_message(
         delimiter + b"--" + CRLF,
     ]
     return b"".join(lines)
-
-
-def build_message_reference(
-    *,
-    from_addr: str,
-    from_name: str,
-    to_addr: str,
-    subject: str,
-    text: str,
-    html: str,
-    message_id: str,
-    date: datetime,
-    list_id: str,
-    unsubscribe_url: str,
-    unsubscribe_mailto: str,
-    extra_headers: Mapping[str, str] | None = None,
-) -> bytes:
-    """The same message built with ``EmailMessage`` (slow; for tests and benchmarks)."""
-    headers = _headers(
-        from_addr=from_addr,
-        from_name=from_name,
-        to_addr=to_addr,
-        subject=subject,
-        message_id=message_id,
-        date=date,
-        list_id=list_id,
-        unsubscribe_url=unsubscribe_url,
-        unsubscribe_mailto=unsubscribe_mailto,
-        extra_headers=extra_headers,
-    )
-    msg = EmailMessage()
-    for name, value in headers:
-        if name == "From":
-            msg[name] = Address(
-                clean_header(from_name)[:NAME_MAX], addr_spec=_address(from_addr, "sender")
-            )
-        elif name == "List-Unsubscribe":
-            msg[name] = value.replace("\r\n", "")
-        elif name != "MIME-Version":
-            msg[name] = value
-    msg.set_content(text.replace("\r\n", "\n").replace("\r", "\n"))
-    msg.add_alternative(html.replace("\r\n", "\n").replace("\r", "\n"), subtype="html")
-    return msg.as_bytes(policy=SMTP_POLICY)
 
 
 def _text(reply: bytes | str) -> str:
