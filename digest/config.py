@@ -22,7 +22,6 @@ from digest.errors import ConfigError
 from digest.resources import default_config_path
 
 SECRET_ENV = "DIGEST_SECRET_KEY"
-SMTP_PASSWORD_ENV = "DIGEST_SMTP_PASSWORD"
 CONFIG_ENV = "DIGEST_CONFIG"
 
 

@@ -34,11 +34,6 @@ def make_engine(url: str, *, create: bool = True) -> Engine:
     return engine
 
 
-def is_sqlite(engine: Engine) -> bool:
-    """True when the engine talks to SQLite."""
-    return engine.dialect.name == "sqlite"
-
-
 def table_of(model: type[SQLModel]) -> Table:
     """The Core table behind a SQLModel class."""
     table: Table = model.__table__  # type: ignore[attr-defined]

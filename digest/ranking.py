@@ -47,9 +47,7 @@ is in its README's "Results"); bench/relevance.py measures it against plain BM25
 
 from __future__ import annotations
 
-import contextlib
 import dataclasses
-import gc
 import itertools
 import math
 import operator
@@ -759,7 +757,6 @@ def _expansion_units(alternatives: list[Variant]) -> list[list[Variant]]:
     return [[(term,)] for term in longest]
 
 
-_Detail = tuple[tuple[Field, int, bool], ...]
 _IntArray = npt.NDArray[np.int64]
 _FloatArray = npt.NDArray[np.float64]
 _F32Array = npt.NDArray[np.float32]
@@ -783,7 +780,6 @@ class Index:
         self.keys = keys
         self._positions = positions
         self._key_index = {key: i for i, key in enumerate(keys)}
-        self._key_set = frozenset(keys)
         n = len(keys)
         self._n = n
         title_avg = float(title_len.mean()) if n else 1.0
@@ -885,10 +881,6 @@ class Index:
         return zip(batch, self._finish(prepared, picked), strict=True)
 
     # concepts
-
-    def _concept_id(self, keyword: str) -> int:
-        cid = self._kw_cid.get(keyword)
-        return cid if cid is not None else self._concept_ids([keyword])[keyword]
 
     def _concept_ids(self, keywords: Iterable[str]) -> dict[str, int]:
         """Concept ids of keywords (-1: no content words), new concepts added together."""
@@ -1144,55 +1136,28 @@ class Index:
 
     # ranking
 
-    def _profile_concepts(self, keywords: Iterable[str]) -> tuple[list[str], list[int]]:
-        """The keywords of a profile and their concept ids, one keyword per concept, bounded.
-
-        The profile's own order is kept: explanations follow it, and float sums, taken in it,
-        come out the same whatever batch the profile is ranked in.
-        """
-        if not isinstance(keywords, tuple) or len(keywords) > MAX_KEYWORDS:
-            keywords = tuple(itertools.islice(keywords, MAX_KEYWORDS))
-        get = self._kw_cid.get
-        cids = [get(keyword, -2) for keyword in keywords]
-        if -2 in cids:
-            cids = [
-                self._concept_id(k) if c == -2 else c for k, c in zip(keywords, cids, strict=True)
-            ]
-        if -1 not in cids and len(set(cids)) == len(cids):
-            return list(keywords), cids  # the common case: every keyword a distinct concept
-        seen: set[int] = set()
-        kept_keywords: list[str] = []
-        kept: list[int] = []
-        for keyword, cid in zip(keywords, cids, strict=True):
-            if cid >= 0 and cid not in seen:
-                seen.add(cid)
-                kept_keywords.append(keyword)
-                kept.append(cid)
-        return kept_keywords, kept
-
     def _prepare(self, batch: list[Profile]) -> _Prepared:
         """A chunk's profiles as arrays: concepts, limits, exclusions and seen papers."""
         n = self._n
         m = len(batch)
-        with _collector_paused():
-            keywords, indptr, cids = self._chunk_concepts(list(map(_KEYWORDS, batch)))
-            limits = np.fromiter(map(int, map(_LIMIT, batch)), dtype=np.int64, count=m)
-            np.clip(limits, 0, n, out=limits)
-            excluded = None
-            exclude = list(map(_EXCLUDE, batch))
-            if any(exclude):
-                _, ex_indptr, ex_cids = self._chunk_concepts(exclude)
-                excluded = (ex_indptr, ex_cids)
-            seen = list(map(_SEEN, batch))
-            seen_lens = list(map(len, seen))
-            seen_rows = seen_cols = np.zeros(0, dtype=np.int64)
-            if any(seen_lens):
-                get = self._key_index.get
-                cols = list(map(get, itertools.chain.from_iterable(seen), itertools.repeat(-1)))
-                seen_rows = np.repeat(np.arange(m, dtype=np.int64), seen_lens)
-                seen_cols = np.array(cols, dtype=np.int64)
-                known = seen_cols >= 0
-                seen_rows, seen_cols = seen_rows[known], seen_cols[known]
+        keywords, indptr, cids = self._chunk_concepts(list(map(_KEYWORDS, batch)))
+        limits = np.fromiter(map(int, map(_LIMIT, batch)), dtype=np.int64, count=m)
+        np.clip(limits, 0, n, out=limits)
+        excluded = None
+        exclude = list(map(_EXCLUDE, batch))
+        if any(exclude):
+            _, ex_indptr, ex_cids = self._chunk_concepts(exclude)
+            excluded = (ex_indptr, ex_cids)
+        seen = list(map(_SEEN, batch))
+        seen_lens = list(map(len, seen))
+        seen_rows = seen_cols = np.zeros(0, dtype=np.int64)
+        if any(seen_lens):
+            get = self._key_index.get
+            cols = list(map(get, itertools.chain.from_iterable(seen), itertools.repeat(-1)))
+            seen_rows = np.repeat(np.arange(m, dtype=np.int64), seen_lens)
+            seen_cols = np.array(cols, dtype=np.int64)
+            known = seen_cols >= 0
+            seen_rows, seen_cols = seen_rows[known], seen_cols[known]
         wt, xt, _, dense = self._matrices()
         return _Prepared(
             keywords=keywords,
@@ -1217,19 +1182,20 @@ class Index:
             self, prepared.keywords, prepared.indptr, prepared.cids, best, values, counts
         )
         empty = RankedList.empty()
-        with _collector_paused():
-            return [
-                RankedList(chunk, row, count) if count else empty
-                for row, count in enumerate(counts.tolist())
-            ]
+        return [
+            RankedList(chunk, row, count) if count else empty
+            for row, count in enumerate(counts.tolist())
+        ]
 
     def _chunk_concepts(
         self, keyword_lists: list[tuple[str, ...]]
     ) -> tuple[list[str], _IntArray, _IntArray]:
         """Keywords, CSR row pointers and concept ids of many profiles' keyword lists.
 
-        As ``_profile_concepts`` for each list (bounded, a concept once, in the profile's
-        order), with one dict lookup per keyword and the rest done on arrays.
+        Each list is bounded to MAX_KEYWORDS and keeps the first keyword of each concept, in
+        the profile's own order: explanations follow it, and float sums, taken in it, come out
+        the same whatever chunk the profile is ranked in. One dict lookup per keyword; the rest
+        is done on arrays.
         """
         lists: list[tuple[str, ...]] = keyword_lists
         if set(map(type, lists)) != {tuple} or max(map(len, lists)) > MAX_KEYWORDS:
@@ -1349,8 +1315,7 @@ class _Chunk:
         """The Ranked objects of one profile, best first (the chunk's are all built at once)."""
         with self._lock:
             if self._rows is None:
-                with _collector_paused():
-                    self._rows = self._build()
+                self._rows = self._build()
         return self._rows[row]
 
     def _build(self) -> list[list[Ranked]]:
@@ -1516,30 +1481,6 @@ def _scores(prepared: _Prepared) -> _F32Array:
     block = prepared.wt[local].toarray().astype(np.float32)
     profiles = sparse.csr_array((ones, inverse, indptr), shape=(m, len(local)))
     return np.asarray(profiles @ block, dtype=np.float32)
-
-
-@contextlib.contextmanager
-def _collector_paused() -> Iterator[None]:
-    """Pause the cyclic garbage collector while a chunk's result objects are built.
-
-    They hold no cycles, but creating ~30 objects per reader triggers collections that walk the
-    whole heap (the index included): pausing halves the cost of building them.
-    """
-    enabled = gc.isenabled()
-    gc.disable()
-    try:
-        yield
-    finally:
-        if enabled:
-            gc.enable()
-
-
-def _flatten(rows: list[list[int]]) -> tuple[_IntArray, _IntArray]:
-    """CSR row pointers and column ids of a list of rows."""
-    indptr = np.zeros(len(rows) + 1, dtype=np.int64)
-    np.cumsum([len(row) for row in rows], out=indptr[1:])
-    flat = np.fromiter(itertools.chain.from_iterable(rows), dtype=np.int64, count=int(indptr[-1]))
-    return indptr, flat
 
 
 def _csr_rows(rows: list[_IntArray], data: list[_FloatArray] | None, width: int) -> Any:

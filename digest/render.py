@@ -511,7 +511,6 @@ class Renderer:
     """Renders digests and confirmation mails from templates whose CSS is inlined once."""
 
     def __init__(self, loader: jinja2.BaseLoader, *, snippet_chars: int = SNIPPET_CHARS) -> None:
-        self._loader = loader
         self._snippet_chars = snippet_chars
         # What `create` made it from, for another process to make the same one.
         self.source: RendererSource | None = None

@@ -538,7 +538,7 @@ def test_keywords_weighed_together_or_one_by_one_rank_alike(shared: Path) -> Non
     together = Index.build(docs)
     one_by_one = Index.build(docs)
     for keyword in reversed(vocabulary):
-        one_by_one._concept_id(keyword)  # each keyword weighed alone, in another order
+        one_by_one._concept_ids([keyword])  # each keyword weighed alone, in another order
     first = [list(r) for _, r in together.rank(profiles, chunk=1000)]
     second = [list(r) for _, r in one_by_one.rank(profiles, chunk=1000)]
     assert first == second
