@@ -4,7 +4,7 @@
 bodies go as they are (7bit) when they are ASCII with short lines, else are encoded with
 binascii (quoted-printable line by line, cached, or base64 when that is shorter), the headers
 with the email library's encoders (``email.utils.formataddr``, ``email.base64mime`` encoded
-words); building an ``EmailMessage`` per message would cost more than the rest of a send.
+words), rather than through ``EmailMessage``, which would be the slowest step of a send.
 tests/test_mailer.py checks it against an ``EmailMessage`` build (tests/reference.py) and
 proves the output with the stdlib parser.
 
@@ -114,9 +114,9 @@ def _address(value: str, what: str) -> str:
 def _encoded(value: str, name: str) -> str:
     """An unstructured header value, folded, RFC 2047-encoded unless it is plain ASCII.
 
-    ``email.header.Header(...).encode()`` gives the same result but costs 0.1-0.9 ms a value
-    (a Python loop per character), more than the rest of a message together; this does the
-    same with the library's per-word encoder. The value must be clean (see clean_header).
+    What ``email.header.Header(...).encode()`` gives, made with the library's per-word encoder
+    rather than Header's Python loop over each character, which would cost more than the rest
+    of the message. The value must be clean (see clean_header).
     """
     if value.isascii() and "=?" not in value:
         return _fold_words(value.split(" "), len(name) + 2)
@@ -227,10 +227,10 @@ class _QpLines:
     """Quoted-printable encoding, one cached line at a time.
 
     Many lines of a rendered digest repeat from message to message (the template, a paper
-    that many readers get) and b2a_qp costs ~13 ns a byte, so each line's encoding is kept,
-    up to ``max_bytes`` in all; then the cache starts over. The lines not seen before are
-    encoded together, in one b2a_qp call. Entries are pure functions of their keys: sharing
-    them between threads is safe (the byte count is approximate).
+    that many readers get), and b2a_qp's cost grows with every byte, so each line's encoding
+    is kept, up to ``max_bytes`` in all; then the cache starts over. The lines not seen before
+    are encoded together, in one b2a_qp call. Entries are pure functions of their keys:
+    sharing them between threads is safe (the byte count is approximate).
     """
 
     def __init__(self, max_bytes: int) -> None:
@@ -301,8 +301,8 @@ def _soft_joined(pieces: list[bytes]) -> list[bytes]:
     return joined
 
 
-# A line starting "From ": the regex finds it (or that there is none) in two thirds of the
-# time "in" takes on a digest (~23 against ~33 us a message).
+# A line starting "From ": a regex search finds it (or that there is none) quicker than
+# ``in`` on a whole digest.
 _FROM_LINE = re.compile(rb"\nFrom ")
 
 
@@ -643,8 +643,8 @@ _PLAIN_ADDRESS = re.compile(rf"{_DOT_ATOM}@{_DOT_ATOM}")
 
 
 def envelope_address(address: str) -> str:
-    """``smtplib.quoteaddr(address)``: ``<address>`` for a plain one without parsing it (~20 us
-    with email.utils, twice a message), else what quoteaddr makes of it."""
+    """``smtplib.quoteaddr(address)``: ``<address>`` for a plain one, without the email.utils
+    parse quoteaddr runs (twice a message), else what quoteaddr makes of it."""
     if _PLAIN_ADDRESS.fullmatch(address):
         return f"<{address}>"
     return smtplib.quoteaddr(address)
@@ -662,16 +662,16 @@ _DOT_LINE = re.compile(rb"\n\.")
 def _data(smtp: smtplib.SMTP, data: bytes) -> tuple[int, bytes]:
     """``smtp.data(data)`` for bytes, with the same bytes on the wire.
 
-    smtplib dot-stuffs with the regex ``(?m)^\\.`` (~230 us on a 30 KB digest, on the sender
-    thread, holding the GIL); ``bytes.replace`` does the same in ~50 us (``^`` in multiline
-    mode is the start of the data or the position after any ``\\n``).
+    smtplib dot-stuffs with the regex ``(?m)^\\.``, on the sender thread, holding the GIL;
+    ``bytes.replace`` does the same far quicker (``^`` in multiline mode is the start of the
+    data or the position after any ``\\n``).
     """
     smtp.putcmd("data")
     code, reply = smtp.getreply()
     if code != 354:
         raise smtplib.SMTPDataError(code, reply)
-    # most digests have no line starting "." to stuff: the regex finds that in half the time
-    # bytes.replace (or "in") takes to scan for it (~20 against ~40 us on a 33 kB digest)
+    # most digests have no line starting "." to stuff: a regex search finds that quicker than
+    # bytes.replace (or ``in``) scans for it
     stuffed = data.replace(b"\n.", b"\n..") if _DOT_LINE.search(data) else data
     if stuffed.startswith(b"."):
         stuffed = b"." + stuffed

@@ -216,7 +216,7 @@ _CONSONANT_PLURAL_RE = re.compile(r"[bcdfghjklmnpqrstvwxz]{2,}s")  # llms, cnns
 _KEYWORD_SPLIT_RE = re.compile(r"[,;\n\r]+")
 _CONTROL_RE = re.compile(r"[\x00-\x1f\x7f-\x9f\u200b-\u200f\u202a-\u202e\u2060-\u2064\ufeff]")
 
-_DENSE_CELLS = 1 << 23  # a chunk's concepts x papers block densified up to 64 MB, else sparse
+_DENSE_CELLS = 1 << 23  # the concepts x papers weights kept dense (float32) up to 32 MB
 _KEYWORDS = operator.attrgetter("keywords")
 _EXCLUDE = operator.attrgetter("exclude")
 _SEEN = operator.attrgetter("seen")
@@ -408,8 +408,8 @@ def _index_tokens(text: str, base: int, into: _Positions) -> int:
     """``_scan`` for the index: each token's term, start and end appended to ``into``'s lists,
     without characters' offsets; returns the number of content words.
 
-    The same tokens and positions, in one loop over the regex's words: the generator's
-    per-word overhead was a fifth of building an edition's index.
+    The same tokens and positions, in one loop over the regex's words, without the
+    generator's per-word overhead: it runs on every word of an edition.
     """
     ascii_text = text.isascii()
     word_re = _ASCII_WORD_RE if ascii_text else _WORD_RE
@@ -515,8 +515,8 @@ class _Positions:
     whatever the number of papers.
 
     Tokens are appended to three flat lists (``_index_tokens``), each paper's closed with
-    ``end_doc``; the first ``get`` groups them by term with one sort. Filing each token under
-    its term as it came (a dict lookup and two appends) was ~45% of building an index.
+    ``end_doc``; the first ``get`` groups them by term with one sort, rather than a dict
+    lookup per token as it comes.
     """
 
     def __init__(self) -> None:
@@ -594,8 +594,8 @@ def _expand_ranges(first: _IntArray, last: _IntArray) -> _IntArray:
 
 
 def _sorted_unique(values: _IntArray) -> _IntArray:
-    """``np.unique(values)``: sorted, each once. numpy 2.4's ``unique`` finds them with a hash
-    table, ~20 times slower than sorting on the position arrays here."""
+    """``np.unique(values)``: sorted, each once, by sorting: numpy 2.4's ``unique`` finds them
+    with a hash table, far slower on these position arrays."""
     values = np.sort(values)
     if len(values) < 2:
         return values
@@ -1028,8 +1028,7 @@ class Index:
         """Weigh every paper for each concept, all the concepts in one pass of array operations.
 
         Counted on (concepts x papers) arrays, then weighed only on the cells where something
-        was found (a fifth of them for the benchmark's keywords), cell by cell as on the whole
-        arrays.
+        was found (few of them), cell by cell as on the whole arrays.
         """
         k, n = len(concepts), self._n
         if not k:
@@ -1127,8 +1126,8 @@ class Index:
             self._fields = np.concatenate(self._details) if self._details else self._fields
             self._dense = None
             if n_rows * self._n <= _DENSE_CELLS:
-                # filled in place: each (concept, paper) is in wt once (toarray went through a
-                # float64 copy of the whole block, two thirds of the time)
+                # filled in place: each (concept, paper) is in wt once, and toarray would go
+                # through a float64 copy of the whole block
                 self._dense = np.zeros((n_rows, self._n), dtype=np.float32)
                 self._dense[rows, wt.indices] = wt.data
             self._built_rows = n_rows
@@ -1444,7 +1443,7 @@ def _rows(indptr: _IntArray, ids: _IntArray, lo: int, hi: int) -> tuple[_IntArra
 def _pick(prepared: _Prepared) -> _Picked:
     """Scores of a chunk (one sparse product), exclusions and seen papers zeroed, then top-k."""
     # scipy is imported where it is used: a process that never ranks (the sending side of a
-    # composing process) does without its 25 MB
+    # composing process) does without loading it
     from scipy import sparse
 
     m = len(prepared.indptr) - 1
@@ -1473,8 +1472,8 @@ def _scores(prepared: _Prepared) -> _F32Array:
     m = len(indptr) - 1
     ones = np.ones(len(cids), dtype=np.float32)
     if dense is not None:
-        # sparse x dense (float32) is several times faster than sparse x sparse here, since the
-        # scores are dense anyway; only the rows of the chunk's concepts are read
+        # sparse x dense (float32), quicker than sparse x sparse here since the scores are
+        # dense anyway; only the rows of the chunk's concepts are read
         profiles = sparse.csr_array((ones, cids, indptr), shape=(m, dense.shape[0]))
         return np.asarray(profiles @ dense, dtype=np.float32)
     local, inverse = np.unique(cids, return_inverse=True)
@@ -1497,9 +1496,9 @@ def _csr_rows(rows: list[_IntArray], data: list[_FloatArray] | None, width: int)
     return sparse.csr_array((values, indices, indptr), shape=(len(rows), width))
 
 
-# Groups per wanted paper when bounding a row's k-th best score (see _kth_bound): with five
-# times as many groups as papers wanted, two of the best share a group in few rows, and the
-# bound lets ~10% more candidates through to the sort than the exact k-th best.
+# Groups per wanted paper when bounding a row's k-th best score (see _kth_bound): with several
+# groups per paper wanted, two of the best seldom share a group, and the bound lets few more
+# candidates through to the sort than the exact k-th best would.
 TOP_GROUPS_PER_K = 5
 
 
@@ -1534,8 +1533,7 @@ def _kth_bound(scores: _F32Array, k: int) -> _F32Array:
     The columns are dealt into groups (column j into group j mod g); the k-th best of the
     groups' maxima is k different scores' least, so no higher than the k-th best score, and
     equal to it unless two of the best k share a group. Finding it reads each score once
-    (elementwise maxima) and partitions g values a row, not n: 3 ms against 8.6 ms for
-    partitioning whole rows (2,048 x 1,000), which was over half of a chunk's top-k.
+    (elementwise maxima) and partitions g values a row rather than all n.
     """
     m, n = scores.shape
     g = TOP_GROUPS_PER_K * k

@@ -1,8 +1,8 @@
 """Rendering: a digest or a confirmation as a subject, an HTML part and a plain-text part.
 
 The CSS in ``templates/email/base.css`` is inlined into each HTML template once, when the
-:class:`Renderer` is created; per message only Jinja runs (premailer per message costs ~45
-Jinja renders). Rendering is pure: no clock, no database, no network.
+:class:`Renderer` is created, so that per message only Jinja runs: inlining is by far the
+slowest step of a naive render. Rendering is pure: no clock, no database, no network.
 """
 
 from __future__ import annotations
@@ -42,9 +42,8 @@ URL_MAX = 2048
 TEXT_WIDTH = 72
 EMPTY_NOTE = "No new papers matched your keywords in this edition."
 MEMO_SIZE = 1 << 14  # papers' and reasons' parts kept per Renderer, then started over
-# Snippets apart, twice as many (~50 MB when full): at 100,000 readers, 16,384 views and
-# snippets kept together, keyed on all the marks, left 9.6 snippets a digest to make; 32,768
-# snippets keyed on the marks within their reach (snippet_reach) leave 4.9.
+# Snippets are kept apart, and more of them: a paper has a snippet for each set of marks
+# within its reach (snippet_reach), and each one kept is one not made again.
 SNIPPET_MEMO_SIZE = 1 << 15
 
 # Added per message, after inlining, so it must carry its own style (a .hl @media rule in
@@ -124,7 +123,7 @@ class Rendered:
 
 
 class _ItemView(NamedTuple):
-    # A NamedTuple: made in 3/5 of the time of a frozen dataclass (a view is made per paper).
+    # A NamedTuple, quicker to make than a frozen dataclass: one is made per paper of a digest.
     title: str
     title_html: str
     url: str
@@ -172,7 +171,7 @@ def safe_url(value: str) -> str:
         return ""
     found = _HTTP_URL.match(url)
     if found is not None and "[" not in found.group(1) and "]" not in found.group(1):
-        return url  # what urlsplit would say, a tenth of its cost (it is run ~15 times a digest)
+        return url  # what urlsplit would say, without its cost (every link of a digest)
     try:
         parts = urlsplit(url)
     except ValueError:  # e.g. a bad [IPv6] host
@@ -250,8 +249,8 @@ def build_snippet(
     where a mark or an ellipsis goes (feed text has none left), escaped, and only then are
     those made marks: never marked-then-escaped, never marks laid over escaped text (the spans
     count characters of the original). The text version marks the same spans like *this*, and
-    its ellipses are "...": a plain part in ASCII goes as it is (7bit), where one "…" made
-    it quoted-printable, which cost more than the rest of the message (614 against 174 us).
+    its ellipses are "...": a plain part in ASCII goes as it is (7bit), where one "…" would
+    make the whole part quoted-printable.
     """
     spans = sorted(highlight)
     where = _text_start(abstract, spans)
@@ -400,8 +399,8 @@ def _reason_view(reason: str) -> dict[str, str]:
 def _wrap(text: str, *, indent: str = "", hanging: str = "") -> str:
     """Single-spaced text wrapped at TEXT_WIDTH for the plain part; long words stay whole.
 
-    Like ``textwrap.fill(break_long_words=False, break_on_hyphens=False)`` at a tenth of the
-    cost: textwrap was half the time of a whole digest.
+    Like ``textwrap.fill(break_long_words=False, break_on_hyphens=False)``, without textwrap's
+    general machinery: it runs on every paper of every digest.
     """
     lines: list[str] = []
     text = text.strip()
@@ -437,8 +436,8 @@ def _keywords(keywords: Iterable[str]) -> str:
 
 def make_premailer(css: str) -> Any:
     """A premailer set up for email: keeps @media (with !important) in <style>, loads nothing."""
-    # imported here: a composing process gets its templates already inlined, and premailer
-    # (with lxml and cssutils) would be a tenth of its memory
+    # imported here: a composing process gets its templates already inlined, and need not
+    # load premailer, lxml and cssutils
     from premailer import Premailer
 
     return Premailer(
@@ -572,9 +571,9 @@ class Renderer:
         # link and authors; the snippet (most of a digest's cost: cutting, marking, escaping,
         # wrapping) under the marks it can show; the text of a reason (which many papers
         # share). Each is a pure function of its key, so the caches change nothing but the
-        # time. The view itself is made anew (a few us): with the marks and the reason in its
-        # key, one in eight was found again at 100,000 readers, and kept views kept their
-        # snippets alive after the snippets' memo let them go.
+        # time. The view itself is made anew: keyed on the marks and the reason too, few views
+        # would be found again, and kept views would keep their snippets alive after the
+        # snippets' memo let them go.
         if len(self._parts) >= MEMO_SIZE:
             self._parts.clear()
         if len(self._snippets) >= SNIPPET_MEMO_SIZE:

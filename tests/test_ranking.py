@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import gc
 import random
 import re
 from pathlib import Path
@@ -568,3 +569,27 @@ def test_the_index_tokenises_as_the_highlighter_does(text: str) -> None:
             ("earlier", 7, 7),
             *[t[:3] for t in tokens],
         ]
+
+
+class _Watching:
+    """A profile that notes whether the cyclic collector is on each time the ranker reads it."""
+
+    def __init__(self, pid: int, states: list[bool]) -> None:
+        self.id, self.limit, self.exclude, self.seen = pid, 2, ("eval",), frozenset({"b"})
+        self._states = states
+
+    @property
+    def keywords(self) -> tuple[str, ...]:
+        self._states.append(gc.isenabled())
+        return ("diffusion", "protein")
+
+
+def test_ranking_leaves_the_garbage_collector_alone() -> None:
+    # Index.rank runs in digest serve's scheduler thread too: no process-wide tuning inside it.
+    docs = [doc("a", "Diffusion for protein design"), doc("b", "Protein diffusion, again")]
+    states: list[bool] = []
+    for chunk in (1, 4096):  # several chunks (worker threads) and one
+        ranked = Index.build(docs).rank([_Watching(i, states) for i in range(3)], chunk=chunk)  # type: ignore[list-item]
+        assert [[r.key for r in row] for _, row in ranked] == [["a"]] * 3
+    assert states and all(states)
+    assert gc.isenabled()
