@@ -510,6 +510,7 @@ class Renderer:
     """Renders digests and confirmation mails from templates whose CSS is inlined once."""
 
     def __init__(self, loader: jinja2.BaseLoader, *, snippet_chars: int = SNIPPET_CHARS) -> None:
+        self._loader = loader
         self._snippet_chars = snippet_chars
         # What `create` made it from, for another process to make the same one.
         self.source: RendererSource | None = None
@@ -561,9 +562,7 @@ class Renderer:
 
     def template_source(self, name: str = DIGEST_HTML) -> str:
         """The compiled source of a template, after inlining (for inspection and tests)."""
-        return self._templates[name].environment.loader.get_source(  # type: ignore[union-attr]
-            self._templates[name].environment, name
-        )[0]
+        return self._loader.get_source(self._templates[name].environment, name)[0]
 
     def _item_view(self, item: DigestItem) -> _ItemView:
         # A paper goes to many readers of an edition, often with the same matched keywords:
