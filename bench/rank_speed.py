@@ -2,6 +2,7 @@
 
     .venv/bin/python bench/rank_speed.py [--profiles 100000] [--docs 1000] [--runs 3]
                                          [--baseline-sample 1000] [--chunk 4096]
+                                         [--gc-thresholds 100000,50,1000]
 
 Papers come from ../shared/seeds/daily-papers-*.txt (parsed with the project's parser), then
 copies with shuffled abstract sentences up to --docs. Each subscriber has 3-8 keywords drawn
@@ -26,6 +27,9 @@ Figures, each the median of --runs repetitions:
   otherwise leaves to the moment a digest reads them;
 * baseline: rank-bm25's ``BM25Okapi.get_scores`` for one subscriber's keywords, then the same
   top-k, timed on a sample of --baseline-sample subscribers and extrapolated to all of them.
+
+The ranker runs with Python's default collector thresholds unless --gc-thresholds sets others
+(the processes that exist to compose set theirs at their entry points; the library sets none).
 
 Peak memory: the process's peak RSS (``resource.getrusage``) after the ranker's runs, before the
 baseline is built, and tracemalloc's peak of Python and numpy allocations during one extra warm
@@ -237,7 +241,15 @@ def main() -> None:
     parser.add_argument("--runs", type=int, default=3)
     parser.add_argument("--baseline-sample", type=int, default=1_000)
     parser.add_argument("--seed", type=int, default=1)
+    parser.add_argument(
+        "--gc-thresholds",
+        type=lambda text: tuple(int(x) for x in text.split(",")),
+        default=None,
+        help="the cyclic collector's thresholds for the run, e.g. 100000,50,1000",
+    )
     args = parser.parse_args()
+    if args.gc_thresholds is not None:
+        gc.set_threshold(*args.gc_thresholds)
     rng = random.Random(args.seed)
     docs = make_docs(args.docs, rng)
     profiles = make_profiles(args.profiles, docs, rng)
@@ -255,7 +267,8 @@ def main() -> None:
     print(f"$ {shlex.join([sys.executable, *sys.argv])}")
     print(
         f"{len(docs)} papers, {n} subscribers ({mean_keywords:.1f} keywords each on average, "
-        f"{distinct} distinct), chunk {args.chunk}, median of {args.runs} runs"
+        f"{distinct} distinct), chunk {args.chunk}, median of {args.runs} runs, "
+        f"collector thresholds {gc.get_threshold()}"
     )
     print(f"index build                     {med['build'] * 1000:9.0f} ms")
     print(f"cold (build + weigh + rank)     {n / med['cold']:9.0f} subscribers/s")

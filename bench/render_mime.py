@@ -9,7 +9,9 @@ which no paper appears twice, with a fresh Renderer each run: nothing is ever re
 worst case for the renderer's paper views and the MIME line cache).
 
   render   Jinja only, CSS inlined once at load      vs  Jinja + premailer per message
-  mime     build_message (binascii, cached lines)    vs  build_message_reference (EmailMessage)
+  mime     build_message (binascii, cached lines)    vs  EmailMessage
+
+The baselines are tests/reference.py's, the oracles the test suite checks the fast path with.
 
 Rates are per core: messages per CPU-second of this single-threaded process (time.process_time),
 so that other load on the machine does not count; wall-clock rates are printed beside them.
@@ -37,10 +39,14 @@ from email.message import EmailMessage
 from pathlib import Path
 from typing import Any
 
-from digest.mailer import _QP, build_message, build_message_reference
+from digest.mailer import _QP, build_message
 from digest.render import DigestContext, DigestItem, Rendered, Renderer
 
-SEEDS = Path(__file__).resolve().parent.parent.parent / "shared" / "seeds"
+ROOT = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(ROOT / "tests"))  # the reference builders, shared with the tests
+import reference  # noqa: E402
+
+SEEDS = ROOT.parent / "shared" / "seeds"
 DATE_LINE = re.compile(r"^[A-Z][a-z]{2} \d{1,2}$")
 KEYWORDS = (
     "language model",
@@ -231,7 +237,7 @@ def main(argv: Sequence[str] | None = None) -> None:
 
     fast = rate(renderer.render_digest, edition, args.runs)
     cold = rate(lambda c: fresh[0].render_digest(c), unique, args.runs, before_each=new_renderer)
-    slow = rate(renderer.render_digest_reference, edition[:slow_n], args.runs)
+    slow = rate(reference.ReferenceRenderer(renderer).render_digest, edition[:slow_n], args.runs)
     line = "{:<44} {:>9,.0f} {:>11,.0f} {}"
     print(f"{'':44} {'per core':>9} {'wall':>11}")
     print(line.format("render  inline-once, edition", fast.cpu, fast.wall, "digests/s"))
@@ -253,7 +259,7 @@ def main(argv: Sequence[str] | None = None) -> None:
             args.runs,
             before_each=_QP.lines.clear if label == "all-unique" else None,
         )
-        slow = rate(lambda kw: build_message_reference(**kw), kwargs, args.runs)
+        slow = rate(lambda kw: reference.build_message(**kw), kwargs, args.runs)
         print(line.format(f"mime    build_message, {label}", fast.cpu, fast.wall, "messages/s"))
         print(
             line.format(

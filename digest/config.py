@@ -24,7 +24,6 @@ from digest.resources import default_config_path
 from digest.subscriptions import MAX_PAPERS
 
 SECRET_ENV = "DIGEST_SECRET_KEY"
-SMTP_PASSWORD_ENV = "DIGEST_SMTP_PASSWORD"
 CONFIG_ENV = "DIGEST_CONFIG"
 
 

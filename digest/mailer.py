@@ -4,10 +4,9 @@
 bodies go as they are (7bit) when they are ASCII with short lines, else are encoded with
 binascii (quoted-printable line by line, cached, or base64 when that is shorter), the headers
 with the email library's encoders (``email.utils.formataddr``, ``email.base64mime`` encoded
-words), so a message costs a few percent of an ``EmailMessage`` (~5 ms).
-:func:`build_message_reference` is the ``EmailMessage`` version, kept so that tests and
-benchmarks can check the fast one against it; tests/test_mailer.py proves the output with the
-stdlib parser. Sending is :mod:`digest.delivery.transports`' work.
+words), rather than through ``EmailMessage``, which would be the slowest step of a send.
+tests/test_mailer.py checks it against an ``EmailMessage`` build (tests/reference.py) and
+proves the output with the stdlib parser. Sending is :mod:`digest.delivery.transports`' work.
 """
 
 from __future__ import annotations
@@ -21,9 +20,6 @@ import secrets
 from collections.abc import Mapping
 from datetime import UTC, datetime
 from email import base64mime
-from email.headerregistry import Address
-from email.message import EmailMessage
-from email.policy import SMTP as SMTP_POLICY
 from email.utils import format_datetime, formataddr
 from pathlib import Path
 
@@ -111,9 +107,9 @@ def _address(value: str, what: str) -> str:
 def _encoded(value: str, name: str) -> str:
     """An unstructured header value, folded, RFC 2047-encoded unless it is plain ASCII.
 
-    ``email.header.Header(...).encode()`` gives the same result but costs 0.1-0.9 ms a value
-    (a Python loop per character), more than the rest of a message together; this does the
-    same with the library's per-word encoder. The value must be clean (see clean_header).
+    What ``email.header.Header(...).encode()`` gives, made with the library's per-word encoder
+    rather than Header's Python loop over each character, which would cost more than the rest
+    of the message. The value must be clean (see clean_header).
     """
     if value.isascii() and "=?" not in value:
         return _fold_words(value.split(" "), len(name) + 2)
@@ -224,10 +220,10 @@ class _QpLines:
     """Quoted-printable encoding, one cached line at a time.
 
     Many lines of a rendered digest repeat from message to message (the template, a paper
-    that many readers get) and b2a_qp costs ~13 ns a byte, so each line's encoding is kept,
-    up to ``max_bytes`` in all; then the cache starts over. The lines not seen before are
-    encoded together, in one b2a_qp call. Entries are pure functions of their keys: sharing
-    them between threads is safe (the byte count is approximate).
+    that many readers get), and b2a_qp's cost grows with every byte, so each line's encoding
+    is kept, up to ``max_bytes`` in all; then the cache starts over. The lines not seen before
+    are encoded together, in one b2a_qp call. Entries are pure functions of their keys:
+    sharing them between threads is safe (the byte count is approximate).
     """
 
     def __init__(self, max_bytes: int) -> None:
@@ -298,8 +294,8 @@ def _soft_joined(pieces: list[bytes]) -> list[bytes]:
     return joined
 
 
-# A line starting "From ": the regex finds it (or that there is none) in two thirds of the
-# time "in" takes on a digest (~23 against ~33 us a message).
+# A line starting "From ": a regex search finds it (or that there is none) quicker than
+# ``in`` on a whole digest.
 _FROM_LINE = re.compile(rb"\nFrom ")
 
 
@@ -369,7 +365,7 @@ def _headers(
     extra_headers: Mapping[str, str] | None,
     bulk: bool = True,
 ) -> list[tuple[str, str]]:
-    """The checked, cleaned header values, shared by the fast and the reference builder."""
+    """The checked, cleaned header values (tests/reference.py builds with them too)."""
     mailto = clean_header(unsubscribe_mailto)
     if not mailto.lower().startswith("mailto:"):
         mailto = "mailto:" + _address(mailto, "unsubscribe mailto")
@@ -459,47 +455,6 @@ def build_message(
     return b"".join(lines)
 
 
-def build_message_reference(
-    *,
-    from_addr: str,
-    from_name: str,
-    to_addr: str,
-    subject: str,
-    text: str,
-    html: str,
-    message_id: str,
-    date: datetime,
-    list_id: str,
-    unsubscribe_url: str,
-    unsubscribe_mailto: str,
-    extra_headers: Mapping[str, str] | None = None,
-) -> bytes:
-    """The same message built with ``EmailMessage`` (slow; for tests and benchmarks)."""
-    headers = _headers(
-        from_addr=from_addr,
-        from_name=from_name,
-        to_addr=to_addr,
-        subject=subject,
-        message_id=message_id,
-        date=date,
-        list_id=list_id,
-        unsubscribe_url=unsubscribe_url,
-        unsubscribe_mailto=unsubscribe_mailto,
-        extra_headers=extra_headers,
-    )
-    msg = EmailMessage()
-    for name, value in headers:
-        if name == "From":
-            msg[name] = Address(
-                clean_header(from_name)[:NAME_MAX], addr_spec=_address(from_addr, "sender")
-            )
-        elif name == "List-Unsubscribe":
-            msg[name] = value.replace("\r\n", "")
-        elif name != "MIME-Version":
-            msg[name] = value
-    msg.set_content(text.replace("\r\n", "\n").replace("\r", "\n"))
-    msg.add_alternative(html.replace("\r\n", "\n").replace("\r", "\n"), subtype="html")
-    return msg.as_bytes(policy=SMTP_POLICY)
 
 
 # What the DKIM signature covers: the headers a receiver shows or acts on, the unsubscribe

@@ -47,9 +47,7 @@ is in its README's "Results"); bench/relevance.py measures it against plain BM25
 
 from __future__ import annotations
 
-import contextlib
 import dataclasses
-import gc
 import itertools
 import math
 import operator
@@ -216,7 +214,7 @@ _COMBINING_RE = re.compile(r"[\u0300-\u036f]")
 _ACRONYM_PLURAL_RE = re.compile(r"[A-Z][A-Z0-9]+s")  # LLMs, GPUs
 _CONSONANT_PLURAL_RE = re.compile(r"[bcdfghjklmnpqrstvwxz]{2,}s")  # llms, cnns
 
-_DENSE_CELLS = 1 << 23  # a chunk's concepts x papers block densified up to 64 MB, else sparse
+_DENSE_CELLS = 1 << 23  # the concepts x papers weights kept dense (float32) up to 32 MB
 _KEYWORDS = operator.attrgetter("keywords")
 _EXCLUDE = operator.attrgetter("exclude")
 _SEEN = operator.attrgetter("seen")
@@ -408,8 +406,8 @@ def _index_tokens(text: str, base: int, into: _Positions) -> int:
     """``_scan`` for the index: each token's term, start and end appended to ``into``'s lists,
     without characters' offsets; returns the number of content words.
 
-    The same tokens and positions, in one loop over the regex's words: the generator's
-    per-word overhead was a fifth of building an edition's index.
+    The same tokens and positions, in one loop over the regex's words, without the
+    generator's per-word overhead: it runs on every word of an edition.
     """
     ascii_text = text.isascii()
     word_re = _ASCII_WORD_RE if ascii_text else _WORD_RE
@@ -515,8 +513,8 @@ class _Positions:
     whatever the number of papers.
 
     Tokens are appended to three flat lists (``_index_tokens``), each paper's closed with
-    ``end_doc``; the first ``get`` groups them by term with one sort. Filing each token under
-    its term as it came (a dict lookup and two appends) was ~45% of building an index.
+    ``end_doc``; the first ``get`` groups them by term with one sort, rather than a dict
+    lookup per token as it comes.
     """
 
     def __init__(self) -> None:
@@ -594,8 +592,8 @@ def _expand_ranges(first: _IntArray, last: _IntArray) -> _IntArray:
 
 
 def _sorted_unique(values: _IntArray) -> _IntArray:
-    """``np.unique(values)``: sorted, each once. numpy 2.4's ``unique`` finds them with a hash
-    table, ~20 times slower than sorting on the position arrays here."""
+    """``np.unique(values)``: sorted, each once, by sorting: numpy 2.4's ``unique`` finds them
+    with a hash table, far slower on these position arrays."""
     values = np.sort(values)
     if len(values) < 2:
         return values
@@ -757,7 +755,6 @@ def _expansion_units(alternatives: list[Variant]) -> list[list[Variant]]:
     return [[(term,)] for term in longest]
 
 
-_Detail = tuple[tuple[Field, int, bool], ...]
 _IntArray = npt.NDArray[np.int64]
 _FloatArray = npt.NDArray[np.float64]
 _F32Array = npt.NDArray[np.float32]
@@ -781,7 +778,6 @@ class Index:
         self.keys = keys
         self._positions = positions
         self._key_index = {key: i for i, key in enumerate(keys)}
-        self._key_set = frozenset(keys)
         n = len(keys)
         self._n = n
         title_avg = float(title_len.mean()) if n else 1.0
@@ -883,10 +879,6 @@ class Index:
         return zip(batch, self._finish(prepared, picked), strict=True)
 
     # concepts
-
-    def _concept_id(self, keyword: str) -> int:
-        cid = self._kw_cid.get(keyword)
-        return cid if cid is not None else self._concept_ids([keyword])[keyword]
 
     def _concept_ids(self, keywords: Iterable[str]) -> dict[str, int]:
         """Concept ids of keywords (-1: no content words), new concepts added together."""
@@ -1034,8 +1026,7 @@ class Index:
         """Weigh every paper for each concept, all the concepts in one pass of array operations.
 
         Counted on (concepts x papers) arrays, then weighed only on the cells where something
-        was found (a fifth of them for the benchmark's keywords), cell by cell as on the whole
-        arrays.
+        was found (few of them), cell by cell as on the whole arrays.
         """
         k, n = len(concepts), self._n
         if not k:
@@ -1133,8 +1124,8 @@ class Index:
             self._fields = np.concatenate(self._details) if self._details else self._fields
             self._dense = None
             if n_rows * self._n <= _DENSE_CELLS:
-                # filled in place: each (concept, paper) is in wt once (toarray went through a
-                # float64 copy of the whole block, two thirds of the time)
+                # filled in place: each (concept, paper) is in wt once, and toarray would go
+                # through a float64 copy of the whole block
                 self._dense = np.zeros((n_rows, self._n), dtype=np.float32)
                 self._dense[rows, wt.indices] = wt.data
             self._built_rows = n_rows
@@ -1142,55 +1133,28 @@ class Index:
 
     # ranking
 
-    def _profile_concepts(self, keywords: Iterable[str]) -> tuple[list[str], list[int]]:
-        """The keywords of a profile and their concept ids, one keyword per concept, bounded.
-
-        The profile's own order is kept: explanations follow it, and float sums, taken in it,
-        come out the same whatever batch the profile is ranked in.
-        """
-        if not isinstance(keywords, tuple) or len(keywords) > MAX_KEYWORDS:
-            keywords = tuple(itertools.islice(keywords, MAX_KEYWORDS))
-        get = self._kw_cid.get
-        cids = [get(keyword, -2) for keyword in keywords]
-        if -2 in cids:
-            cids = [
-                self._concept_id(k) if c == -2 else c for k, c in zip(keywords, cids, strict=True)
-            ]
-        if -1 not in cids and len(set(cids)) == len(cids):
-            return list(keywords), cids  # the common case: every keyword a distinct concept
-        seen: set[int] = set()
-        kept_keywords: list[str] = []
-        kept: list[int] = []
-        for keyword, cid in zip(keywords, cids, strict=True):
-            if cid >= 0 and cid not in seen:
-                seen.add(cid)
-                kept_keywords.append(keyword)
-                kept.append(cid)
-        return kept_keywords, kept
-
     def _prepare(self, batch: list[Profile]) -> _Prepared:
         """A chunk's profiles as arrays: concepts, limits, exclusions and seen papers."""
         n = self._n
         m = len(batch)
-        with _collector_paused():
-            keywords, indptr, cids = self._chunk_concepts(list(map(_KEYWORDS, batch)))
-            limits = np.fromiter(map(int, map(_LIMIT, batch)), dtype=np.int64, count=m)
-            np.clip(limits, 0, n, out=limits)
-            excluded = None
-            exclude = list(map(_EXCLUDE, batch))
-            if any(exclude):
-                _, ex_indptr, ex_cids = self._chunk_concepts(exclude)
-                excluded = (ex_indptr, ex_cids)
-            seen = list(map(_SEEN, batch))
-            seen_lens = list(map(len, seen))
-            seen_rows = seen_cols = np.zeros(0, dtype=np.int64)
-            if any(seen_lens):
-                get = self._key_index.get
-                cols = list(map(get, itertools.chain.from_iterable(seen), itertools.repeat(-1)))
-                seen_rows = np.repeat(np.arange(m, dtype=np.int64), seen_lens)
-                seen_cols = np.array(cols, dtype=np.int64)
-                known = seen_cols >= 0
-                seen_rows, seen_cols = seen_rows[known], seen_cols[known]
+        keywords, indptr, cids = self._chunk_concepts(list(map(_KEYWORDS, batch)))
+        limits = np.fromiter(map(int, map(_LIMIT, batch)), dtype=np.int64, count=m)
+        np.clip(limits, 0, n, out=limits)
+        excluded = None
+        exclude = list(map(_EXCLUDE, batch))
+        if any(exclude):
+            _, ex_indptr, ex_cids = self._chunk_concepts(exclude)
+            excluded = (ex_indptr, ex_cids)
+        seen = list(map(_SEEN, batch))
+        seen_lens = list(map(len, seen))
+        seen_rows = seen_cols = np.zeros(0, dtype=np.int64)
+        if any(seen_lens):
+            get = self._key_index.get
+            cols = list(map(get, itertools.chain.from_iterable(seen), itertools.repeat(-1)))
+            seen_rows = np.repeat(np.arange(m, dtype=np.int64), seen_lens)
+            seen_cols = np.array(cols, dtype=np.int64)
+            known = seen_cols >= 0
+            seen_rows, seen_cols = seen_rows[known], seen_cols[known]
         wt, xt, _, dense = self._matrices()
         return _Prepared(
             keywords=keywords,
@@ -1215,19 +1179,20 @@ class Index:
             self, prepared.keywords, prepared.indptr, prepared.cids, best, values, counts
         )
         empty = RankedList.empty()
-        with _collector_paused():
-            return [
-                RankedList(chunk, row, count) if count else empty
-                for row, count in enumerate(counts.tolist())
-            ]
+        return [
+            RankedList(chunk, row, count) if count else empty
+            for row, count in enumerate(counts.tolist())
+        ]
 
     def _chunk_concepts(
         self, keyword_lists: list[tuple[str, ...]]
     ) -> tuple[list[str], _IntArray, _IntArray]:
         """Keywords, CSR row pointers and concept ids of many profiles' keyword lists.
 
-        As ``_profile_concepts`` for each list (bounded, a concept once, in the profile's
-        order), with one dict lookup per keyword and the rest done on arrays.
+        Each list is bounded to MAX_KEYWORDS and keeps the first keyword of each concept, in
+        the profile's own order: explanations follow it, and float sums, taken in it, come out
+        the same whatever chunk the profile is ranked in. One dict lookup per keyword; the rest
+        is done on arrays.
         """
         lists: list[tuple[str, ...]] = keyword_lists
         if set(map(type, lists)) != {tuple} or max(map(len, lists)) > MAX_KEYWORDS:
@@ -1347,8 +1312,7 @@ class _Chunk:
         """The Ranked objects of one profile, best first (the chunk's are all built at once)."""
         with self._lock:
             if self._rows is None:
-                with _collector_paused():
-                    self._rows = self._build()
+                self._rows = self._build()
         return self._rows[row]
 
     def _build(self) -> list[list[Ranked]]:
@@ -1477,7 +1441,7 @@ def _rows(indptr: _IntArray, ids: _IntArray, lo: int, hi: int) -> tuple[_IntArra
 def _pick(prepared: _Prepared) -> _Picked:
     """Scores of a chunk (one sparse product), exclusions and seen papers zeroed, then top-k."""
     # scipy is imported where it is used: a process that never ranks (the sending side of a
-    # composing process) does without its 25 MB
+    # composing process) does without loading it
     from scipy import sparse
 
     m = len(prepared.indptr) - 1
@@ -1506,38 +1470,14 @@ def _scores(prepared: _Prepared) -> _F32Array:
     m = len(indptr) - 1
     ones = np.ones(len(cids), dtype=np.float32)
     if dense is not None:
-        # sparse x dense (float32) is several times faster than sparse x sparse here, since the
-        # scores are dense anyway; only the rows of the chunk's concepts are read
+        # sparse x dense (float32), quicker than sparse x sparse here since the scores are
+        # dense anyway; only the rows of the chunk's concepts are read
         profiles = sparse.csr_array((ones, cids, indptr), shape=(m, dense.shape[0]))
         return np.asarray(profiles @ dense, dtype=np.float32)
     local, inverse = np.unique(cids, return_inverse=True)
     block = prepared.wt[local].toarray().astype(np.float32)
     profiles = sparse.csr_array((ones, inverse, indptr), shape=(m, len(local)))
     return np.asarray(profiles @ block, dtype=np.float32)
-
-
-@contextlib.contextmanager
-def _collector_paused() -> Iterator[None]:
-    """Pause the cyclic garbage collector while a chunk's result objects are built.
-
-    They hold no cycles, but creating ~30 objects per reader triggers collections that walk the
-    whole heap (the index included): pausing halves the cost of building them.
-    """
-    enabled = gc.isenabled()
-    gc.disable()
-    try:
-        yield
-    finally:
-        if enabled:
-            gc.enable()
-
-
-def _flatten(rows: list[list[int]]) -> tuple[_IntArray, _IntArray]:
-    """CSR row pointers and column ids of a list of rows."""
-    indptr = np.zeros(len(rows) + 1, dtype=np.int64)
-    np.cumsum([len(row) for row in rows], out=indptr[1:])
-    flat = np.fromiter(itertools.chain.from_iterable(rows), dtype=np.int64, count=int(indptr[-1]))
-    return indptr, flat
 
 
 def _csr_rows(rows: list[_IntArray], data: list[_FloatArray] | None, width: int) -> Any:
@@ -1554,9 +1494,9 @@ def _csr_rows(rows: list[_IntArray], data: list[_FloatArray] | None, width: int)
     return sparse.csr_array((values, indices, indptr), shape=(len(rows), width))
 
 
-# Groups per wanted paper when bounding a row's k-th best score (see _kth_bound): with five
-# times as many groups as papers wanted, two of the best share a group in few rows, and the
-# bound lets ~10% more candidates through to the sort than the exact k-th best.
+# Groups per wanted paper when bounding a row's k-th best score (see _kth_bound): with several
+# groups per paper wanted, two of the best seldom share a group, and the bound lets few more
+# candidates through to the sort than the exact k-th best would.
 TOP_GROUPS_PER_K = 5
 
 
@@ -1591,8 +1531,7 @@ def _kth_bound(scores: _F32Array, k: int) -> _F32Array:
     The columns are dealt into groups (column j into group j mod g); the k-th best of the
     groups' maxima is k different scores' least, so no higher than the k-th best score, and
     equal to it unless two of the best k share a group. Finding it reads each score once
-    (elementwise maxima) and partitions g values a row, not n: 3 ms against 8.6 ms for
-    partitioning whole rows (2,048 x 1,000), which was over half of a chunk's top-k.
+    (elementwise maxima) and partitions g values a row rather than all n.
     """
     m, n = scores.shape
     g = TOP_GROUPS_PER_K * k

@@ -1,8 +1,8 @@
 """Rendering: a digest or a confirmation as a subject, an HTML part and a plain-text part.
 
 The CSS in ``templates/email/base.css`` is inlined into each HTML template once, when the
-:class:`Renderer` is created; per message only Jinja runs (premailer per message costs ~45
-Jinja renders). Rendering is pure: no clock, no database, no network.
+:class:`Renderer` is created, so that per message only Jinja runs: inlining is by far the
+slowest step of a naive render. Rendering is pure: no clock, no database, no network.
 """
 
 from __future__ import annotations
@@ -29,6 +29,7 @@ CONFIRM_HTML = "email/confirm.html.j2"
 CONFIRM_TEXT = "email/confirm.txt.j2"
 CSS_FILE = "email/base.css"
 INLINED_TEMPLATES = (DIGEST_HTML, CONFIRM_HTML)
+TEMPLATES = (*INLINED_TEMPLATES, DIGEST_TEXT, CONFIRM_TEXT)
 
 SUBJECT_MAX = 150
 SNIPPET_CHARS = 420
@@ -41,9 +42,8 @@ URL_MAX = 2048
 TEXT_WIDTH = 72
 EMPTY_NOTE = "No new papers matched your keywords in this edition."
 MEMO_SIZE = 1 << 14  # papers' and reasons' parts kept per Renderer, then started over
-# Snippets apart, twice as many (~50 MB when full): at 100,000 readers, 16,384 views and
-# snippets kept together, keyed on all the marks, left 9.6 snippets a digest to make; 32,768
-# snippets keyed on the marks within their reach (snippet_reach) leave 4.9.
+# Snippets are kept apart, and more of them: a paper has a snippet for each set of marks
+# within its reach (snippet_reach), and each one kept is one not made again.
 SNIPPET_MEMO_SIZE = 1 << 15
 
 # Added per message, after inlining, so it must carry its own style (a .hl @media rule in
@@ -123,7 +123,7 @@ class Rendered:
 
 
 class _ItemView(NamedTuple):
-    # A NamedTuple: made in 3/5 of the time of a frozen dataclass (a view is made per paper).
+    # A NamedTuple, quicker to make than a frozen dataclass: one is made per paper of a digest.
     title: str
     title_html: str
     url: str
@@ -171,7 +171,7 @@ def safe_url(value: str) -> str:
         return ""
     found = _HTTP_URL.match(url)
     if found is not None and "[" not in found.group(1) and "]" not in found.group(1):
-        return url  # what urlsplit would say, a tenth of its cost (it is run ~15 times a digest)
+        return url  # what urlsplit would say, without its cost (every link of a digest)
     try:
         parts = urlsplit(url)
     except ValueError:  # e.g. a bad [IPv6] host
@@ -249,8 +249,8 @@ def build_snippet(
     where a mark or an ellipsis goes (feed text has none left), escaped, and only then are
     those made marks: never marked-then-escaped, never marks laid over escaped text (the spans
     count characters of the original). The text version marks the same spans like *this*, and
-    its ellipses are "...": a plain part in ASCII goes as it is (7bit), where one "…" made
-    it quoted-printable, which cost more than the rest of the message (614 against 174 us).
+    its ellipses are "...": a plain part in ASCII goes as it is (7bit), where one "…" would
+    make the whole part quoted-printable.
     """
     spans = sorted(highlight)
     where = _text_start(abstract, spans)
@@ -399,8 +399,8 @@ def _reason_view(reason: str) -> dict[str, str]:
 def _wrap(text: str, *, indent: str = "", hanging: str = "") -> str:
     """Single-spaced text wrapped at TEXT_WIDTH for the plain part; long words stay whole.
 
-    Like ``textwrap.fill(break_long_words=False, break_on_hyphens=False)`` at a tenth of the
-    cost: textwrap was half the time of a whole digest.
+    Like ``textwrap.fill(break_long_words=False, break_on_hyphens=False)``, without textwrap's
+    general machinery: it runs on every paper of every digest.
     """
     lines: list[str] = []
     text = text.strip()
@@ -436,8 +436,8 @@ def _keywords(keywords: Iterable[str]) -> str:
 
 def make_premailer(css: str) -> Any:
     """A premailer set up for email: keeps @media (with !important) in <style>, loads nothing."""
-    # imported here: a composing process gets its templates already inlined, and premailer
-    # (with lxml and cssutils) would be a tenth of its memory
+    # imported here: a composing process gets its templates already inlined, and need not
+    # load premailer, lxml and cssutils
     from premailer import Premailer
 
     return Premailer(
@@ -509,17 +509,8 @@ class RendererSource:
 class Renderer:
     """Renders digests and confirmation mails from templates whose CSS is inlined once."""
 
-    def __init__(
-        self,
-        env: jinja2.Environment,
-        raw_env: jinja2.Environment,
-        css: str,
-        *,
-        snippet_chars: int = SNIPPET_CHARS,
-    ) -> None:
-        self._env = env
-        self._raw_env = raw_env
-        self._css = css
+    def __init__(self, loader: jinja2.BaseLoader, *, snippet_chars: int = SNIPPET_CHARS) -> None:
+        self._loader = loader
         self._snippet_chars = snippet_chars
         # What `create` made it from, for another process to make the same one.
         self.source: RendererSource | None = None
@@ -527,8 +518,11 @@ class Renderer:
         # reasons' parts (few, used all the time), so clearing the one keeps the other.
         self._snippets: dict[tuple[Any, ...], Any] = {}
         self._parts: dict[tuple[Any, ...], Any] = {}
-        # each template once loaded, with its globals as a plain dict (see _render)
-        self._loaded: dict[tuple[str, bool], tuple[jinja2.Template, dict[str, Any]]] = {}
+        # Loaded here, so that a broken template fails at start-up and not at a send.
+        html, text = make_environment(loader, html=True), make_environment(loader, html=False)
+        self._templates = {
+            name: _load(html if name.endswith(".html.j2") else text, name) for name in TEMPLATES
+        }
 
     @classmethod
     def create(
@@ -550,35 +544,14 @@ class Renderer:
     def from_source(cls, source: RendererSource) -> Renderer:
         """The renderer ``create`` made from ``source``, compiled again (no CSS inlining)."""
         files = jinja2.FileSystemLoader(str(source.root))
-        env = _environment(jinja2.ChoiceLoader([jinja2.DictLoader(source.inlined), files]))
-        renderer = cls(env, _environment(files), source.css, snippet_chars=source.snippet_chars)
+        loader = jinja2.ChoiceLoader([jinja2.DictLoader(source.inlined), files])
+        renderer = cls(loader, snippet_chars=source.snippet_chars)
         renderer.source = source
-        for name in (*INLINED_TEMPLATES, DIGEST_TEXT, CONFIRM_TEXT):
-            _plain_escape(renderer._template(name))  # and fail at start-up, not at a send
         return renderer
 
-    def _template(self, name: str, *, raw: bool = False) -> jinja2.Template:
+    def _render(self, name: str, values: Mapping[str, Any]) -> str:
         try:
-            return (self._raw_env if raw else self._env).get_template(name)
-        except jinja2.TemplateError as e:
-            raise TemplateError(f"template {name}: {e}") from e
-
-    def _render(self, name: str, values: Mapping[str, Any], *, raw: bool = False) -> str:
-        # Template.render(values) as Jinja does it, but for two steps it takes per call: it
-        # looks the template up in the environment, and it merges the template's globals (a
-        # ChainMap, iterated in Python) into the values. Both are done here once per
-        # template; the context is the same.
-        loaded = self._loaded.get((name, raw))
-        if loaded is None:
-            template = self._template(name, raw=raw)
-            loaded = self._loaded[name, raw] = (template, dict(template.globals))
-        template, globals_ = loaded
-        try:
-            context = template.new_context({**globals_, **values}, shared=True)
-            try:
-                return template.environment.concat(template.root_render_func(context))
-            except Exception:
-                template.environment.handle_exception()
+            return self._templates[name].render(values)
         except jinja2.TemplateError as e:
             raise TemplateError(f"template {name}: {e}") from e
 
@@ -589,15 +562,7 @@ class Renderer:
 
     def template_source(self, name: str = DIGEST_HTML) -> str:
         """The compiled source of a template, after inlining (for inspection and tests)."""
-        loader = self._env.loader
-        assert loader is not None
-        return loader.get_source(self._env, name)[0]
-
-    def inline_css(self, html: str) -> str:
-        """Run premailer on a rendered page: the slow per-message path, kept for comparison.
-
-        The result is in ASCII (:func:`char_refs`), as the inline-once templates make it."""
-        return char_refs(str(make_premailer(self._css).transform(html)))
+        return self._loader.get_source(self._templates[name].environment, name)[0]
 
     def _item_view(self, item: DigestItem) -> _ItemView:
         # A paper goes to many readers of an edition, often with the same matched keywords:
@@ -605,9 +570,9 @@ class Renderer:
         # link and authors; the snippet (most of a digest's cost: cutting, marking, escaping,
         # wrapping) under the marks it can show; the text of a reason (which many papers
         # share). Each is a pure function of its key, so the caches change nothing but the
-        # time. The view itself is made anew (a few us): with the marks and the reason in its
-        # key, one in eight was found again at 100,000 readers, and kept views kept their
-        # snippets alive after the snippets' memo let them go.
+        # time. The view itself is made anew: keyed on the marks and the reason too, few views
+        # would be found again, and kept views would keep their snippets alive after the
+        # snippets' memo let them go.
         if len(self._parts) >= MEMO_SIZE:
             self._parts.clear()
         if len(self._snippets) >= SNIPPET_MEMO_SIZE:
@@ -691,15 +656,6 @@ class Renderer:
             text=self._render(DIGEST_TEXT, values),
         )
 
-    def render_digest_reference(self, ctx: DigestContext) -> Rendered:
-        """The same digest through Jinja and then premailer per message (slow; tests, bench)."""
-        values = self.digest_values(ctx)
-        return Rendered(
-            subject=values["subject"],
-            html=self.inline_css(self._render(DIGEST_HTML, values, raw=True)),
-            text=self._render(DIGEST_TEXT, values),
-        )
-
     def confirm_values(self, ctx: ConfirmContext) -> dict[str, Any]:
         """The template variables for a confirmation mail."""
         site = one_line(ctx.site_name, 80)
@@ -723,71 +679,52 @@ class Renderer:
             text=self._render(CONFIRM_TEXT, values),
         )
 
-    def render_confirm_reference(self, ctx: ConfirmContext) -> Rendered:
-        """The confirmation mail through Jinja and then premailer per message (slow; tests)."""
-        values = self.confirm_values(ctx)
-        return Rendered(
-            subject=values["subject"],
-            html=self.inline_css(self._render(CONFIRM_HTML, values, raw=True)),
-            text=self._render(CONFIRM_TEXT, values),
-        )
+
+def _load(env: jinja2.Environment, name: str) -> jinja2.Template:
+    try:
+        return env.get_template(name)
+    except jinja2.TemplateError as e:
+        raise TemplateError(f"template {name}: {e}") from e
 
 
-def _replace_specials(value: str) -> str:
-    return (
-        value.replace("&", "&amp;")
-        .replace(">", "&gt;")
-        .replace("<", "&lt;")
-        .replace("'", "&#39;")
-        .replace('"', "&#34;")
-    )
-
-
-try:  # markupsafe's own C loop (what its escape wraps in a Markup), a fifth of the replaces
-    from markupsafe._speedups import _escape_inner as _escape_str
-except ImportError:  # pragma: no cover - markupsafe without its speedups, or another version
-    _escape_str = _replace_specials
-
-
-def escape_text(value: Any) -> Any:
-    """``markupsafe.escape(value)``, with the same characters, made without a new Markup for
-    the common values: a ``str`` gives a plain escaped ``str``; a ``Markup`` (the snippets,
-    the preheader: already escaped) is given back as it is, where escape makes a copy of it in
-    Python; an ``int`` (the upvotes) gives its digits, which need no escaping."""
-    kind = type(value)
-    if kind is str:
-        return _escape_str(value)
-    if kind is Markup:
-        return value
-    if kind is int:
-        return str(value)
-    return escape(value)
-
-
-def _plain_escape(template: jinja2.Template) -> None:
-    # An autoescaped template outputs escape(value) for each {{ value }}, and joins them into
-    # the page: markupsafe's escape makes each a Markup in Python (~1 us, ~80 of them in a
-    # digest, a quarter of its HTML template's time) where a plain escaped str joins the same.
-    # Jinja's compiled code takes escape from its module's namespace; where that is not
-    # markupsafe's, it is left alone.
-    namespace = template.root_render_func.__globals__
-    if namespace.get("escape") is escape:
-        namespace["escape"] = escape_text
-
-
-def _environment(loader: jinja2.BaseLoader) -> jinja2.Environment:
-    autoescape: Callable[[str | None], bool] = jinja2.select_autoescape(
-        enabled_extensions=("html.j2",),
-        disabled_extensions=(),
-        default_for_string=False,
-        default=False,
-    )
-    return jinja2.Environment(
+def make_environment(loader: jinja2.BaseLoader, *, html: bool) -> jinja2.Environment:
+    """A Jinja environment for the email templates, strict about undefined values; for HTML,
+    every ``{{ value }}`` is escaped as Jinja's autoescape escapes it (:func:`escape_html`)."""
+    env = jinja2.Environment(
         loader=loader,
-        autoescape=autoescape,
+        # finalize runs on every {{ value }}: escaping there gives autoescape's output (the
+        # tests compare the two) without the new Markup autoescape makes of each value. What
+        # else autoescape changes (Markup-aware filters, ~, macros) the templates do not use;
+        # with it off, those would escape twice, never leave a value unescaped.
+        autoescape=False,
+        finalize=escape_html if html else None,
         undefined=jinja2.StrictUndefined,
         trim_blocks=True,
         lstrip_blocks=True,
         keep_trailing_newline=True,
         auto_reload=False,
     )
+    # Template.render copies the globals into every context, and the email templates use
+    # none of Jinja's default ones (range, lipsum, cycler, ...).
+    env.globals.clear()
+    return env
+
+
+def escape_html(value: object) -> str:
+    """``markupsafe.escape(value)``, the same characters, as a plain ``str`` for a ``str``:
+    ``& < > ' "`` replaced; markup (a ``Markup``, anything with ``__html__``) taken as it is."""
+    if type(value) is str:
+        if "&" in value or "<" in value or ">" in value or "'" in value or '"' in value:
+            return (
+                value.replace("&", "&amp;")
+                .replace(">", "&gt;")
+                .replace("<", "&lt;")
+                .replace("'", "&#39;")
+                .replace('"', "&#34;")
+            )
+        return value
+    if type(value) is Markup:
+        return value  # escaped already: the snippets, the preheader
+    if type(value) is int:
+        return str(value)  # digits (the upvotes) need no escaping
+    return escape(value)

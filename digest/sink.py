@@ -23,10 +23,10 @@ MAX_MESSAGE_BYTES = 10 * 1024 * 1024
 class MaildirHandler:
     """An aiosmtpd handler that stores each accepted message once per recipient.
 
-    ``Maildir.add`` fsyncs each message (~5 ms here); on the event loop that would stall every
-    other connection, so the files are written by one thread beside it, and each message is
-    still answered 250 only once it is on disk. One thread, because Maildir names its files
-    with a counter that is not thread-safe. :meth:`close` stops that thread.
+    ``Maildir.add`` fsyncs each message; on the event loop that would stall every other
+    connection, so the files are written by one thread beside it, and each message is still
+    answered 250 only once it is on disk. One thread, because Maildir names its files with a
+    counter that is not thread-safe. :meth:`close` stops that thread.
     """
 
     def __init__(self, maildir: Path) -> None:

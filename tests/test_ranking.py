@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import gc
 import random
 import re
 from pathlib import Path
@@ -536,7 +537,7 @@ def test_keywords_weighed_together_or_one_by_one_rank_alike(shared: Path) -> Non
     together = Index.build(docs)
     one_by_one = Index.build(docs)
     for keyword in reversed(vocabulary):
-        one_by_one._concept_id(keyword)  # each keyword weighed alone, in another order
+        one_by_one._concept_ids([keyword])  # each keyword weighed alone, in another order
     first = [list(r) for _, r in together.rank(profiles, chunk=1000)]
     second = [list(r) for _, r in one_by_one.rank(profiles, chunk=1000)]
     assert first == second
@@ -566,3 +567,27 @@ def test_the_index_tokenises_as_the_highlighter_does(text: str) -> None:
             ("earlier", 7, 7),
             *[t[:3] for t in tokens],
         ]
+
+
+class _Watching:
+    """A profile that notes whether the cyclic collector is on each time the ranker reads it."""
+
+    def __init__(self, pid: int, states: list[bool]) -> None:
+        self.id, self.limit, self.exclude, self.seen = pid, 2, ("eval",), frozenset({"b"})
+        self._states = states
+
+    @property
+    def keywords(self) -> tuple[str, ...]:
+        self._states.append(gc.isenabled())
+        return ("diffusion", "protein")
+
+
+def test_ranking_leaves_the_garbage_collector_alone() -> None:
+    # Index.rank runs in digest serve's scheduler thread too: no process-wide tuning inside it.
+    docs = [doc("a", "Diffusion for protein design"), doc("b", "Protein diffusion, again")]
+    states: list[bool] = []
+    for chunk in (1, 4096):  # several chunks (worker threads) and one
+        ranked = Index.build(docs).rank([_Watching(i, states) for i in range(3)], chunk=chunk)  # type: ignore[list-item]
+        assert [[r.key for r in row] for _, row in ranked] == [["a"]] * 3
+    assert states and all(states)
+    assert gc.isenabled()

@@ -12,13 +12,18 @@ from datetime import UTC, datetime
 from email.message import EmailMessage
 from pathlib import Path
 
+import jinja2
 import lxml.html
 import pytest
 from markupsafe import Markup
+from reference import ReferenceRenderer, autoescape_environment
 
 from digest.errors import TemplateError
 from digest.mailer import build_message
 from digest.render import (
+    CONFIRM_HTML,
+    DIGEST_HTML,
+    INLINED_TEMPLATES,
     ConfirmContext,
     DigestContext,
     DigestItem,
@@ -27,6 +32,7 @@ from digest.render import (
     _ItemView,
     build_snippet,
     char_refs,
+    escape_html,
     inline_template_source,
     safe_url,
     snippet_reach,
@@ -152,7 +158,7 @@ def test_compiled_template_keeps_jinja_tags_intact(renderer: Renderer) -> None:
 )
 def test_inline_once_equals_per_message_premailer(renderer: Renderer, ctx: DigestContext) -> None:
     fast = renderer.render_digest(ctx)
-    slow = renderer.render_digest_reference(ctx)
+    slow = ReferenceRenderer(renderer).render_digest(ctx)
     assert _normalised(fast.html) == _normalised(slow.html)
     assert fast.text == slow.text
     assert fast.subject == slow.subject
@@ -249,7 +255,7 @@ def test_confirm_inline_once_equals_per_message_premailer(renderer: Renderer) ->
         keywords=("graph neural networks",),
         expires_note="The link works for 48 hours.",
     )
-    fast, slow = renderer.render_confirm(ctx), renderer.render_confirm_reference(ctx)
+    fast, slow = renderer.render_confirm(ctx), ReferenceRenderer(renderer).render_confirm(ctx)
     assert _normalised(fast.html) == _normalised(slow.html)
     assert fast.text == slow.text
 
@@ -280,17 +286,15 @@ def test_feed_markup_is_escaped_everywhere(renderer: Renderer) -> None:
     assert "&lt;" not in out.text and "&amp;" not in out.text
 
 
-def test_escape_text_escapes_as_markupsafe_does() -> None:
+def test_escape_html_escapes_as_markupsafe_does() -> None:
     from markupsafe import escape
-
-    from digest.render import _escape_str, _replace_specials, escape_text
 
     rng = random.Random(3)
     alphabet = "ab &<>'\"\u00e9\u2028\x00;#"
     for _ in range(5_000):
         text = "".join(rng.choice(alphabet) for _ in range(rng.randint(0, 30)))
-        assert escape_text(text) == _escape_str(text) == _replace_specials(text) == escape(text)
-        assert type(escape_text(text)) is str
+        assert escape_html(text) == escape(text)
+        assert type(escape_html(text)) is str
 
     # the other values the templates meet give the characters markupsafe's escape gives
     class Html:
@@ -313,41 +317,93 @@ def test_escape_text_escapes_as_markupsafe_does() -> None:
         2.5,
         ("<a>",),
     ):
-        assert str(escape_text(value)) == str(escape(value)), value
+        assert str(escape_html(value)) == str(escape(value)), value
     shared = Markup("<b>kept</b>")
-    assert escape_text(shared) is shared  # no copy made
+    assert escape_html(shared) is shared  # no copy made
 
 
-def test_templates_render_as_with_markupsafes_escape(renderer: Renderer) -> None:
-    import jinja2
-    import markupsafe
+_HOSTILE = [
+    "a",
+    "Bc",
+    " ",
+    "  ",
+    "&",
+    "&amp;",
+    "<",
+    ">",
+    "'",
+    '"',
+    "\u00e9",
+    "\u91cf",
+    "\U0001f9ec",
+    "\u2028",
+    "\x00",
+    "\n",
+    ";",
+    "#",
+    "{{ x }}",
+    "diffusion",
+    "<script>",
+]
 
-    from digest.render import DIGEST_HTML, char_refs, escape_text
 
-    template = renderer._template(DIGEST_HTML)
-    assert template.root_render_func.__globals__["escape"] is escape_text
-    evil = '<b>"it\'s"</b> & co'
-    ctx = _ctx(
-        items=(
+def _hostile(rng: random.Random, most: int) -> str:
+    return "".join(rng.choice(_HOSTILE) for _ in range(rng.randint(0, most)))
+
+
+def _random_digest(rng: random.Random) -> DigestContext:
+    items = []
+    for n in range(rng.randint(0, 5)):
+        abstract = _hostile(rng, 120)
+        starts = [rng.randint(0, len(abstract)) for _ in range(rng.randint(0, 4))]
+        items.append(
             _item(
-                1, title=f"T {evil}", authors=(evil,), reason=evil, url="https://x.org/?a=1&b='2'"
-            ),
-            _item(2, upvotes=None),
-        ),
-        keywords=(evil,),
+                n,
+                title=_hostile(rng, 30),
+                url=rng.choice(["https://x.org/?a=1&b='2'<", _hostile(rng, 5), "javascript:x"]),
+                authors=tuple(_hostile(rng, 6) for _ in range(rng.randint(0, 5))),
+                abstract=abstract,
+                upvotes=rng.choice([None, 0, 1, 7, -3]),
+                reason=_hostile(rng, 20),
+                highlight=tuple(sorted((s, s + rng.randint(0, 9)) for s in starts)),
+            )
+        )
+    return _ctx(
+        items=tuple(items),
+        site_name=_hostile(rng, 10),
+        recipient=_hostile(rng, 10),
+        edition=rng.choice(["2026-11-22", "2026-W47", _hostile(rng, 6)]),
+        edition_label=_hostile(rng, 10),
+        keywords=tuple(_hostile(rng, 6) for _ in range(rng.randint(0, 4))),
+        view_url=rng.choice([None, "https://d.example.org/v?a=1&b=<2>"]),
+        empty_note=rng.choice([None, _hostile(rng, 20)]),
     )
-    values = renderer.digest_values(ctx)
-    stock = jinja2.Environment(
-        loader=jinja2.DictLoader({DIGEST_HTML: renderer.template_source(DIGEST_HTML)}),
-        autoescape=True,
-        undefined=jinja2.StrictUndefined,
-        trim_blocks=True,
-        lstrip_blocks=True,
-        keep_trailing_newline=True,
-    ).get_template(DIGEST_HTML)
-    assert stock.root_render_func.__globals__["escape"] is markupsafe.escape
-    html = renderer.render_digest(ctx).html
-    assert html == char_refs(stock.render(values))
+
+
+def test_templates_render_as_with_jinjas_autoescape(renderer: Renderer) -> None:
+    # The renderer escapes in Jinja's finalize, not with autoescape: the same templates
+    # (inlined) through Jinja's own autoescape give the same bytes, on hostile random values.
+    stock = autoescape_environment(
+        jinja2.DictLoader({name: renderer.template_source(name) for name in INLINED_TEMPLATES})
+    )
+    rng = random.Random(5)
+    for _ in range(300):
+        ctx = _random_digest(rng)
+        expected = char_refs(stock.get_template(DIGEST_HTML).render(renderer.digest_values(ctx)))
+        assert renderer.render_digest(ctx).html == expected
+        confirm = ConfirmContext(
+            site_name=_hostile(rng, 10),
+            base_url="https://d.example.org/?a=<1>&b='2'",
+            recipient=_hostile(rng, 10),
+            confirm_url="https://d.example.org/c?a=1&b=2",
+            keywords=tuple(_hostile(rng, 6) for _ in range(rng.randint(0, 3))),
+            expires_note=rng.choice([None, _hostile(rng, 20)]),
+        )
+        values = renderer.confirm_values(confirm)
+        expected = char_refs(stock.get_template(CONFIRM_HTML).render(values))
+        assert renderer.render_confirm(confirm).html == expected
+    evil = '<b>"it\'s"</b> & co'
+    html = renderer.render_digest(_ctx(items=(_item(1, title=evil),), keywords=(evil,))).html
     assert "&lt;b&gt;&#34;it&#39;s&#34;&lt;/b&gt; &amp; co" in html
 
 

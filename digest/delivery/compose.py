@@ -39,7 +39,7 @@ log = logging.getLogger("digest.delivery")
 
 class PaperFields(Protocol):
     """What composing reads of a paper: a ``Paper`` row, or a plain record of its fields (the
-    outbox keeps those: reading a mapped attribute costs several times a plain one)."""
+    outbox keeps those: reading a mapped attribute goes through SQLAlchemy's instrumentation)."""
 
     @property
     def id(self) -> int | None: ...
@@ -95,11 +95,10 @@ def profile_of(subscriber: ReaderFields, *, seen: frozenset[str] = frozenset()) 
 def _highlight(abstract: str, keywords: tuple[str, ...]) -> tuple[tuple[int, int], ...]:
     """``highlight_spans(abstract, keywords)``, from a cache of each keyword's spans.
 
-    A 100,000-reader edition asks for ~650,000 different (paper, matched keywords)
-    combinations, but only ~65,000 different (paper, keyword) pairs, and each keyword costs
-    highlight_spans ~0.1 ms even on an abstract it has already tokenised. A keyword's spans do
-    not depend on the other keywords, so the union of each keyword's spans, merged the same
-    way, is the same answer.
+    An edition's readers ask for many more different (paper, matched keywords) combinations
+    than (paper, keyword) pairs, and highlight_spans pays for each keyword even on an abstract
+    it has already tokenised. A keyword's spans do not depend on the other keywords, so the
+    union of each keyword's spans, merged the same way, is the same answer.
     """
     if not keywords:
         return ()
