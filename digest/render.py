@@ -45,6 +45,13 @@ MEMO_SIZE = 1 << 14  # papers' and reasons' parts kept per Renderer, then starte
 # Snippets are kept apart, and more of them: a paper has a snippet for each set of marks
 # within its reach (snippet_reach), and each one kept is one not made again.
 SNIPPET_MEMO_SIZE = 1 << 15
+# Gmail shows "[Message clipped]" past about 102 kB of HTML, hiding what follows: the footer
+# and its unsubscribe link. A digest's HTML stays within this many characters (it is ASCII).
+HTML_BUDGET = 100_000
+# Over the budget, the first papers keep their snippets, the others get shorter ones, and
+# then fewer papers are shown, the rest in the browser (the view link).
+FULL_SNIPPETS = 3
+SHORTER_SNIPPETS = (200, 100, 0)
 
 # Added per message, after inlining, so it must carry its own style (a .hl @media rule in
 # base.css overrides it in dark mode). The line end inside the tag (white space between its
@@ -512,6 +519,7 @@ class Renderer:
     def __init__(self, loader: jinja2.BaseLoader, *, snippet_chars: int = SNIPPET_CHARS) -> None:
         self._loader = loader
         self._snippet_chars = snippet_chars
+        self.html_budget = HTML_BUDGET
         # What `create` made it from, for another process to make the same one.
         self.source: RendererSource | None = None
         # Snippets (many, most used once or a few times) apart from the papers' and
@@ -564,7 +572,7 @@ class Renderer:
         """The compiled source of a template, after inlining (for inspection and tests)."""
         return self._loader.get_source(self._templates[name].environment, name)[0]
 
-    def _item_view(self, item: DigestItem) -> _ItemView:
+    def _item_view(self, item: DigestItem, snippet_chars: int | None = None) -> _ItemView:
         # A paper goes to many readers of an edition, often with the same matched keywords:
         # the parts of its view are kept, each under what it depends on: the paper's title,
         # link and authors; the snippet (most of a digest's cost: cutting, marking, escaping,
@@ -577,15 +585,21 @@ class Renderer:
             self._parts.clear()
         if len(self._snippets) >= SNIPPET_MEMO_SIZE:
             self._snippets.clear()
-        highlight = snippet_reach(item.abstract, item.highlight, self._snippet_chars)
-        snippet_html, snippet_text = self._part(
-            self._snippets,
-            (item.abstract, highlight),
-            _snippet_view,
-            item.abstract,
-            highlight,
-            self._snippet_chars,
-        )
+        if snippet_chars is None:
+            highlight = snippet_reach(item.abstract, item.highlight, self._snippet_chars)
+            snippet_html, snippet_text = self._part(
+                self._snippets,
+                (item.abstract, highlight),
+                _snippet_view,
+                item.abstract,
+                highlight,
+                self._snippet_chars,
+            )
+        elif snippet_chars > 0:  # a digest over the budget (rare): not kept
+            highlight = snippet_reach(item.abstract, item.highlight, snippet_chars)
+            snippet_html, snippet_text = _snippet_view(item.abstract, highlight, snippet_chars)
+        else:
+            snippet_html, snippet_text = Markup(""), ""
         upvotes = item.upvotes
         return _ItemView(
             **self._part(
@@ -645,16 +659,44 @@ class Renderer:
             "preferences_url": _link(ctx.preferences_url, "preferences"),
             "view_url": _link(ctx.view_url, "view-in-browser") if ctx.view_url else None,
             "empty_note": one_line(ctx.empty_note or EMPTY_NOTE, 500),
+            "more": 0,  # papers left out of the HTML for its size (see _fitted_html)
         }
 
     def render_digest(self, ctx: DigestContext) -> Rendered:
-        """A subscriber's digest: subject, HTML (styles already inlined) and plain text."""
+        """A subscriber's digest: subject, HTML (styles already inlined, within the HTML
+        budget) and plain text (every paper, whole)."""
         values = self.digest_values(ctx)
+        html = self._html(DIGEST_HTML, values)
+        if len(html) > self.html_budget:
+            html = self._fitted_html(ctx, values)
         return Rendered(
-            subject=values["subject"],
-            html=self._html(DIGEST_HTML, values),
-            text=self._render(DIGEST_TEXT, values),
+            subject=values["subject"], html=html, text=self._render(DIGEST_TEXT, values)
         )
+
+    def _fitted_html(self, ctx: DigestContext, values: dict[str, Any]) -> str:
+        """The HTML of a digest too long for the budget: shorter snippets past the first
+        papers, then as many papers as fit, with a link to the rest in the browser."""
+        shown: list[_ItemView] = list(values["items"])
+        for limit in SHORTER_SNIPPETS:
+            shown[FULL_SNIPPETS:] = [
+                self._item_view(item, snippet_chars=limit) for item in ctx.items[FULL_SNIPPETS:]
+            ]
+            html = self._html(DIGEST_HTML, {**values, "items": shown})
+            if len(html) <= self.html_budget:
+                return html
+
+        def fewer(n: int) -> str:
+            more = len(shown) - n
+            return self._html(DIGEST_HTML, {**values, "items": shown[:n], "more": more})
+
+        fits, too_many = 0, len(shown)  # the most papers that fit: between the two
+        while too_many - fits > 1:
+            middle = (fits + too_many) // 2
+            if len(fewer(middle)) <= self.html_budget:
+                fits = middle
+            else:
+                too_many = middle
+        return fewer(fits)
 
     def confirm_values(self, ctx: ConfirmContext) -> dict[str, Any]:
         """The template variables for a confirmation mail."""

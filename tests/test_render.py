@@ -23,6 +23,7 @@ from digest.mailer import build_message
 from digest.render import (
     CONFIRM_HTML,
     DIGEST_HTML,
+    HTML_BUDGET,
     INLINED_TEMPLATES,
     ConfirmContext,
     DigestContext,
@@ -650,3 +651,71 @@ def test_readers_whose_matches_differ_only_far_down_share_one_snippet() -> None:
 )
 def test_safe_url_keeps_only_http_urls_with_a_host(url: str, kept: bool) -> None:
     assert safe_url(url) == (url if kept else "")
+
+
+def _heavy(n: int) -> DigestItem:
+    """A paper with a long title, many authors, a long abstract full of marked keywords."""
+    words = [
+        f"diffusion{i} protein{i} design{i} (benchmark: 98.{i}%) &amp; more" for i in range(60)
+    ]
+    abstract = " ".join(words)
+    marks = tuple((m.start(), m.end()) for m in re.finditer(r"diffusion\d+|protein\d+", abstract))
+    return _item(
+        n,
+        title=f"Paper {n}: " + "a very long title about protein diffusion " * 6,
+        authors=tuple(f"Author Number{i} Longname" for i in range(30)),
+        abstract=abstract,
+        highlight=marks,
+        reason="matches " + ", ".join(f"“keyword number {i}”" for i in range(18)),
+    )
+
+
+def test_a_long_digest_keeps_under_gmails_clip_with_shorter_snippets(renderer: Renderer) -> None:
+    """50 heavy papers and 18 keywords: over the budget as they are; within it once the papers
+    past the first few get shorter snippets; the footer (unsubscribe) is in, the text part
+    whole."""
+    keywords = tuple(f"keyword number {i}" for i in range(18))
+    ctx = _ctx(tuple(_heavy(n) for n in range(1, 51)), keywords=keywords)
+    naive = renderer._html(DIGEST_HTML, renderer.digest_values(ctx))
+    assert len(naive) > HTML_BUDGET  # the case of the issue: it would be clipped
+    out = renderer.render_digest(ctx)
+    assert len(out.html) <= HTML_BUDGET
+    assert "Unsubscribe</a>" in out.html[-3000:]
+    assert out.html.count('class="paper-title"') == 50 and "more paper" not in out.html
+    snippets = re.findall(r'<p class="snippet"[^>]*>(.*?)</p>', out.html, re.S)
+    full = re.findall(r'<p class="snippet"[^>]*>(.*?)</p>', naive, re.S)
+    later = snippets[3:]  # shorter, or none at all
+    assert snippets[:3] == full[:3] and len(later) in (0, 47)
+    assert all(len(a) < len(b) for a, b in zip(later, full[3 : 3 + len(later)], strict=True))
+    assert all(f"\n{n}. Paper {n}:" in out.text for n in range(1, 51))
+    assert out.text == renderer.render_digest(_ctx(ctx.items, keywords=keywords)).text
+
+
+@pytest.mark.parametrize("view", [True, False])
+def test_when_even_short_papers_do_not_fit_the_rest_is_pointed_to(view: bool) -> None:
+    """With a budget that no shortening meets (a small one here: papers' fields are bounded, so
+    50 papers without snippets fit the real one), as many papers as fit, then "N more papers
+    in your browser" (or in the text part), the footer always in."""
+    small = Renderer.create()
+    small.html_budget = 30_000
+    ctx = _ctx(tuple(_heavy(n) for n in range(1, 51)), view_url=_ctx().view_url if view else None)
+    out = small.render_digest(ctx)
+    assert len(out.html) <= small.html_budget and "Unsubscribe</a>" in out.html[-3000:]
+    shown = out.html.count('class="paper-title"')
+    assert 1 <= shown < 50
+    more = re.search(r"(\d+) more papers? (in your browser|in the plain-text part)", out.html)
+    assert more is not None and int(more[1]) == 50 - shown
+    assert (more[2] == "in your browser") == view
+    # one more paper would not have fitted
+    values = {**small.digest_values(ctx), "more": 50 - shown - 1}
+    shorter = [small._item_view(item, snippet_chars=0) for item in ctx.items]
+    values["items"] = values["items"][:3] + shorter[3 : shown + 1]
+    assert len(small._html(DIGEST_HTML, values)) > small.html_budget
+    assert all(f"\n{n}. Paper {n}:" in out.text for n in range(1, 51))
+
+
+def test_a_digest_within_the_budget_is_left_alone(renderer: Renderer) -> None:
+    ctx = _ctx()
+    out = renderer.render_digest(ctx)
+    assert len(out.html) < HTML_BUDGET and "more paper" not in out.html
+    assert out.html == renderer._html(DIGEST_HTML, renderer.digest_values(ctx))
