@@ -113,8 +113,9 @@ class DkimSettings:
 class IngestSettings:
     """How sources are fetched."""
 
-    timeout: float = 20.0
-    max_bytes: int = 20_000_000
+    timeout: float = 20.0  # each wait: connecting, or the next bytes
+    deadline: float = 120.0  # a whole fetch: connecting, redirects and every read
+    max_bytes: int = 20_000_000  # the body, once decompressed
     user_agent: str = "digest/0.1 (+https://github.com/digest; research-paper digest)"
     concurrency: int = 4
 
@@ -293,6 +294,7 @@ def _validate(settings: Settings, source: str) -> None:
         ),
         (settings.ingest.max_bytes >= 1024, "[ingest] max_bytes: must be at least 1024"),
         (settings.ingest.timeout > 0, "[ingest] timeout: must be positive"),
+        (settings.ingest.deadline > 0, "[ingest] deadline: must be positive"),
         (settings.ingest.concurrency >= 1, "[ingest] concurrency: must be at least 1"),
         (0 < settings.web.port < 65536, "[web] port: must be 1-65535"),
         (

@@ -7,6 +7,7 @@ report, and the run goes on.
 from __future__ import annotations
 
 import dataclasses
+import stat
 from collections.abc import Callable, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from datetime import datetime
@@ -19,6 +20,7 @@ from sqlmodel import Session, col, select
 
 from digest.config import IngestSettings, Settings
 from digest.errors import SourceError
+from digest.fetch import Fetched, fetch_url
 from digest.models import Paper, Source, utcnow
 from digest.papers import PaperIn, canonical_key
 from digest.resources import bundled_path
@@ -37,16 +39,6 @@ class SourceSpec:
     def is_url(self) -> bool:
         """True for http(s) locations."""
         return self.location.lower().startswith(("http://", "https://"))
-
-
-@dataclasses.dataclass(frozen=True, kw_only=True)
-class Fetched:
-    """What one fetch brought back."""
-
-    data: bytes | None  # None: not modified since the last fetch
-    content_type: str | None = None
-    etag: str | None = None
-    last_modified: str | None = None
 
 
 @dataclasses.dataclass(kw_only=True)
@@ -96,9 +88,9 @@ def fetch(
     base_dir: Path = Path("."),
     client: httpx.Client | None = None,
 ) -> Fetched:
-    """Read one source's bytes: a conditional GET for URLs, a bounded read for files."""
+    """Read one source's bytes: a bounded conditional GET for URLs, a bounded read for files."""
     if spec.is_url:
-        return _fetch_url(
+        return fetch_url(
             spec.location, settings=settings, etag=etag, last_modified=last_modified, client=client
         )
     if spec.location.startswith("bundled:"):
@@ -116,6 +108,9 @@ def fetch(
         if not path.is_absolute():
             path = base_dir / path
     try:
+        # A FIFO or a device could block or never end: only regular files are sources.
+        if not stat.S_ISREG(path.stat().st_mode):
+            raise SourceError(f"{path} is not a regular file")
         with path.open("rb") as fh:
             data = fh.read(settings.max_bytes + 1)
     except OSError as e:
@@ -123,54 +118,6 @@ def fetch(
     if len(data) > settings.max_bytes:
         raise SourceError(f"{path} is larger than the {settings.max_bytes:,}-byte limit")
     return Fetched(data=data)
-
-
-def _fetch_url(
-    url: str,
-    *,
-    settings: IngestSettings,
-    etag: str | None,
-    last_modified: str | None,
-    client: httpx.Client | None,
-) -> Fetched:
-    headers = {"User-Agent": settings.user_agent, "Accept": "*/*"}
-    if etag:
-        headers["If-None-Match"] = etag
-    if last_modified:
-        headers["If-Modified-Since"] = last_modified
-    own = client is None
-    http = client or httpx.Client(timeout=settings.timeout, follow_redirects=True, max_redirects=5)
-    try:
-        with http.stream("GET", url, headers=headers) as response:
-            if response.status_code == 304:
-                return Fetched(data=None, etag=etag, last_modified=last_modified)
-            if response.status_code >= 400:
-                raise SourceError(
-                    f"HTTP {response.status_code} {response.reason_phrase} from {url}"
-                )
-            declared = response.headers.get("Content-Length", "")
-            if declared.isdigit() and int(declared) > settings.max_bytes:
-                raise SourceError(f"{url} is larger than the {settings.max_bytes:,}-byte limit")
-            chunks: list[bytes] = []
-            size = 0
-            for chunk in response.iter_bytes():
-                size += len(chunk)
-                if size > settings.max_bytes:
-                    raise SourceError(f"{url} is larger than the {settings.max_bytes:,}-byte limit")
-                chunks.append(chunk)
-            return Fetched(
-                data=b"".join(chunks),
-                content_type=response.headers.get("Content-Type"),
-                etag=response.headers.get("ETag"),
-                last_modified=response.headers.get("Last-Modified"),
-            )
-    except httpx.TimeoutException as e:
-        raise SourceError(f"timed out after {settings.timeout:g} s fetching {url}") from e
-    except httpx.HTTPError as e:
-        raise SourceError(f"cannot fetch {url}: {e}") from e
-    finally:
-        if own:
-            http.close()
 
 
 def _load(
