@@ -101,7 +101,23 @@ def main(config_path: Path | None, verbose: bool) -> None:
 # ingest
 
 
-def _print_ingest(report: IngestReport) -> None:
+# `digest ingest` (and `digest run`, after its send) exits with one of these when a source failed,
+# so that cron and systemd notice; README "Exit codes" lists them.
+EXIT_ALL_SOURCES_FAILED = 1
+EXIT_SOME_SOURCES_FAILED = 3
+
+
+def ingest_exit_code(report: IngestReport) -> int:
+    """0 when every source was read (or had not changed), else which of the failures it was."""
+    if not report.errors:
+        return 0
+    if len(report.errors) == len(report.sources):
+        return EXIT_ALL_SOURCES_FAILED
+    return EXIT_SOME_SOURCES_FAILED
+
+
+def _print_ingest(report: IngestReport, *, dry_run: bool = False) -> None:
+    would = "would be " if dry_run else ""
     for r in report.sources:
         if r.status == "error":
             click.secho(f"  ✗ {r.name}: {r.error}", fg="red", err=True)
@@ -109,11 +125,15 @@ def _print_ingest(report: IngestReport) -> None:
             click.echo(f"  = {r.name}: not modified since the last fetch")
         else:
             click.echo(
-                f"  ✓ {r.name} ({r.kind}): {r.found} papers — {r.new} new, {r.updated} updated, "
-                f"{r.unchanged} unchanged, {r.skipped} skipped"
+                f"  ✓ {r.name} ({r.kind}): {r.found} papers — {r.new} {would}new, "
+                f"{r.updated} {would}updated, {r.unchanged} unchanged, {r.skipped} skipped"
+            )
+        if r.cut:
+            click.secho(
+                f"    cut at [ingest] max_entries: {r.cut:,} more entries left out", fg="yellow"
             )
     click.echo(
-        f"Ingest: {report.total('new')} new, {report.total('updated')} updated, "
+        f"Ingest: {report.total('new')} {would}new, {report.total('updated')} {would}updated, "
         f"{report.total('unchanged')} unchanged, {report.total('skipped')} skipped, "
         f"{len(report.errors)} source error(s)."
     )
@@ -154,14 +174,15 @@ def ingest_cmd(app: App, sources: tuple[str, ...], dry_run: bool) -> None:
     Each SOURCE is a file path or an http(s) URL; with none, the configured [[sources]] are
     read. The kind (Hugging Face Daily Papers JSON, arXiv RSS or API Atom, any RSS/Atom
     feed, a plain-text paper list) is detected from the content. A paper seen again keeps
-    its first-seen time and gets its upvotes refreshed. Exits 1 only if every source failed.
+    its first-seen time and gets its upvotes refreshed. With --dry-run, says per source how
+    many papers would be new or updated. Exits 0 when every source was read, 3 when some
+    failed, 1 when all failed.
     """
     report = _run_ingest(app, sources, dry_run=dry_run)
-    _print_ingest(report)
+    _print_ingest(report, dry_run=dry_run)
     if dry_run:
         click.echo("(dry run: nothing was written)")
-    if report.sources and len(report.errors) == len(report.sources):
-        sys.exit(1)
+    sys.exit(ingest_exit_code(report))
 
 
 @main.command("sources")
@@ -183,6 +204,7 @@ def sources_cmd(app: App, as_json: bool) -> None:
                 "last_ok": _iso(r.last_ok_at),
                 "last_count": r.last_count,
                 "last_new": r.last_new,
+                "last_cut": r.last_cut,
                 "last_error": r.last_error,
             }
             for r in rows
@@ -195,9 +217,10 @@ def sources_cmd(app: App, as_json: bool) -> None:
     for r in rows:
         when = r.last_fetch_at.strftime("%Y-%m-%d %H:%M UTC") if r.last_fetch_at else "never"
         state = click.style(f"error: {r.last_error}", fg="red") if r.last_error else "ok"
+        cut = f"; cut at [ingest] max_entries, {r.last_cut:,} more entries left out"
         click.echo(
             f"{r.name}\n  {r.location}\n  kind {r.kind or '?'} · last fetch {when} · "
-            f"{r.last_count} papers ({r.last_new} new) · {state}"
+            f"{r.last_count} papers ({r.last_new} new{cut if r.last_cut else ''}) · {state}"
         )
     for s in configured:
         click.echo(f"{s.name}\n  {s.location}\n  never fetched")
@@ -578,10 +601,15 @@ def mailbox_cmd(app: App, limit: int) -> None:
 @click.option("--dry-run", is_flag=True, help="Ingest without writing, and say what would be sent.")
 @with_app
 def run_cmd(app: App, dry_run: bool) -> None:
-    """One full cycle now: ingest the configured sources, rank, render and send."""
+    """One full cycle now: ingest the configured sources, rank, render and send.
+
+    The send goes ahead when a source failed (the papers already stored are still due); the
+    command then exits as `digest ingest` would, 3 when some sources failed, 1 when all did.
+    """
     report = _run_ingest(app, (), dry_run=dry_run)
-    _print_ingest(report)
+    _print_ingest(report, dry_run=dry_run)
     _run_send(app, dry_run=dry_run)
+    sys.exit(ingest_exit_code(report))
 
 
 DEMO_READERS = (

@@ -76,6 +76,7 @@ class Source(SQLModel, table=True):
     last_ok_at: datetime | None = _when()
     last_count: int = 0
     last_new: int = 0
+    last_cut: int = 0  # entries left out by [ingest] max_entries in the last read
     last_error: str | None = None
 
 
