@@ -9,6 +9,8 @@
 2. An RSS feed of ``--entries`` short items (under the 20 MB cap) is parsed with the default
    ``[ingest] max_entries`` (2,000), against feedparser reading every entry (what parsing cost
    before the cap). Printed: CPU seconds (median of ``--runs``; the baseline once).
+3. A plain-text list just under the cap, read once (its shape is checked over the whole text,
+   so it is not cut before it is read). Printed: CPU seconds.
 """
 
 from __future__ import annotations
@@ -31,6 +33,7 @@ from typing import Any
 import feedparser
 
 from digest.config import IngestSettings
+from digest.resources import bundled_path
 from digest.sources import parse_source
 
 MB = 1 << 20
@@ -39,6 +42,7 @@ _PROBE = """
 import json, resource, sys
 import httpx
 from digest.config import IngestSettings
+from digest.resources import bundled_path
 from digest.errors import SourceError
 from digest.fetch import fetch_url
 
@@ -115,7 +119,7 @@ def bomb(megabytes: int) -> None:
             )
             out = json.loads(run.stdout)
             print(
-                f"  {routes[path][1]:<11} {how:<17} peak RSS +{out['growth'] / MB:7.1f} MB"
+                f"  {routes[path][1]:<11} {how:<17} peak RSS +{out['growth'] / 1e6:7.1f} MB"
                 f"  ({out['error']})"
             )
     server.shutdown()
@@ -153,6 +157,27 @@ def big_feed(entries: int, runs: int) -> None:
     print(f"  ratio: {whole / statistics.median(capped):.0f}x")
 
 
+def big_text(size: int) -> None:
+    """CPU seconds to read a plain-text list of about ``size`` bytes (checked whole, not cut)."""
+    sample = bundled_path("sample-papers.txt").read_text(encoding="utf-8")
+    lines = sample.split("\n\n")[2:]  # title and abstract paragraphs, after the header
+    pairs = list(zip(lines[0::2], lines[1::2], strict=False))
+    chunks, total, i = ["Daily Papers"], 0, 0
+    while total < size:
+        title, abstract = pairs[i % len(pairs)]
+        chunk = f"{title} (part {i})\n\n{abstract}"
+        chunks.append(chunk)
+        total, i = total + len(chunk) + 2, i + 1
+    data = "\n\n".join(chunks).encode()
+    start = time.process_time()
+    parsed = parse_source(data, location="bench")
+    spent = time.process_time() - start
+    print(
+        f"text list: {i:,} papers, {len(data):,} bytes: {spent:.2f} CPU-s "
+        f"({len(parsed.papers):,} read, {parsed.cut:,} cut)"
+    )
+
+
 def main() -> None:
     """Run both measures and print their figures."""
     parser = argparse.ArgumentParser(description=(__doc__ or "").split("\n\n")[0])
@@ -163,6 +188,7 @@ def main() -> None:
     print("$ " + shlex.join([".venv/bin/python", "bench/ingest_limits.py", *sys.argv[1:]]))
     bomb(args.bomb_mb)
     big_feed(args.entries, args.runs)
+    big_text(19_000_000)
 
 
 if __name__ == "__main__":
