@@ -131,7 +131,24 @@ def main(config_path: Path | None, verbose: bool) -> None:
 # ingest
 
 
-def _print_ingest(report: IngestReport) -> None:
+# Exit codes of the commands that ingest or send, so that cron and systemd notice, beside click's
+# own 2 for a wrong command line; README "Exit codes" lists them.
+EXIT_FAILED = 1  # nothing was done: an error, or every source failed
+EXIT_INCOMPLETE = 3  # some sources or deliveries failed or bounced; the rest went through
+EXIT_STOPPED = 4  # the relay could not be used (or the lease was lost): the run stopped
+
+
+def ingest_exit_code(report: IngestReport) -> int:
+    """0 when every source was read (or had not changed), else which of the failures it was."""
+    if not report.errors:
+        return 0
+    if len(report.errors) == len(report.sources):
+        return EXIT_FAILED
+    return EXIT_INCOMPLETE
+
+
+def _print_ingest(report: IngestReport, *, dry_run: bool = False) -> None:
+    would = "would be " if dry_run else ""
     for r in report.sources:
         if r.status == "error":
             click.secho(f"  ✗ {r.name}: {r.error}", fg="red", err=True)
@@ -139,11 +156,15 @@ def _print_ingest(report: IngestReport) -> None:
             click.echo(f"  = {r.name}: not modified since the last fetch")
         else:
             click.echo(
-                f"  ✓ {r.name} ({r.kind}): {r.found} papers — {r.new} new, {r.updated} updated, "
-                f"{r.unchanged} unchanged, {r.skipped} skipped"
+                f"  ✓ {r.name} ({r.kind}): {r.found} papers — {r.new} {would}new, "
+                f"{r.updated} {would}updated, {r.unchanged} unchanged, {r.skipped} skipped"
+            )
+        if r.cut:
+            click.secho(
+                f"    cut at [ingest] max_entries: {r.cut:,} more entries left out", fg="yellow"
             )
     click.echo(
-        f"Ingest: {report.total('new')} new, {report.total('updated')} updated, "
+        f"Ingest: {report.total('new')} {would}new, {report.total('updated')} {would}updated, "
         f"{report.total('unchanged')} unchanged, {report.total('skipped')} skipped, "
         f"{len(report.errors)} source error(s)."
     )
@@ -186,14 +207,15 @@ def ingest_cmd(app: App, sources: tuple[str, ...], dry_run: bool) -> None:
     Each SOURCE is a file path or an http(s) URL; with none, the configured [[sources]] are
     read. The kind (Hugging Face Daily Papers JSON, arXiv RSS or API Atom, any RSS/Atom
     feed, a plain-text paper list) is detected from the content. A paper seen again keeps
-    its first-seen time and gets its upvotes refreshed. Exits 1 only if every source failed.
+    its first-seen time and gets its upvotes refreshed. With --dry-run, says per source how
+    many papers would be new or updated. Exits 0 when every source was read, 3 when some
+    failed, 1 when all failed.
     """
     report = _run_ingest(app, sources, dry_run=dry_run)
-    _print_ingest(report)
+    _print_ingest(report, dry_run=dry_run)
     if dry_run:
         click.echo("(dry run: nothing was written)")
-    if report.sources and len(report.errors) == len(report.sources):
-        sys.exit(1)
+    sys.exit(ingest_exit_code(report))
 
 
 @main.command("sources")
@@ -215,6 +237,7 @@ def sources_cmd(app: App, as_json: bool) -> None:
                 "last_ok": _iso(r.last_ok_at),
                 "last_count": r.last_count,
                 "last_new": r.last_new,
+                "last_cut": r.last_cut,
                 "last_error": r.last_error,
             }
             for r in rows
@@ -227,9 +250,10 @@ def sources_cmd(app: App, as_json: bool) -> None:
     for r in rows:
         when = r.last_fetch_at.strftime("%Y-%m-%d %H:%M UTC") if r.last_fetch_at else "never"
         state = click.style(f"error: {r.last_error}", fg="red") if r.last_error else "ok"
+        cut = f"; cut at [ingest] max_entries, {r.last_cut:,} more entries left out"
         click.echo(
             f"{r.name}\n  {r.location}\n  kind {r.kind or '?'} · last fetch {when} · "
-            f"{r.last_count} papers ({r.last_new} new) · {state}"
+            f"{r.last_count} papers ({r.last_new} new{cut if r.last_cut else ''}) · {state}"
         )
     for s in configured:
         click.echo(f"{s.name}\n  {s.location}\n  never fetched")
@@ -484,12 +508,6 @@ def rank_cmd(
         click.echo(f"{i:>2}. [{r.score:.2f}] {papers[r.key].title}\n    {r.reason()}")
 
 
-# Exit codes of the commands that ingest or send, beside click's 1 (an error: nothing was done)
-# and 2 (a usage error); the README lists them.
-EXIT_INCOMPLETE = 3  # some sources or deliveries failed or bounced; the rest went through
-EXIT_STOPPED = 4  # the relay could not be used (or the lease was lost): the run stopped
-
-
 def send_exit_code(report: delivery.SendReport) -> int:
     """0 when everything due went out (or nothing was due), else why not."""
     if report.stopped:
@@ -641,14 +659,16 @@ def mailbox_cmd(app: App, limit: int) -> None:
 def run_cmd(app: App, dry_run: bool) -> None:
     """One full cycle now: ingest the configured sources, rank, render and send.
 
-    Exits 0 when every source was read and everything due went out; 3 when a source or a
-    delivery failed; 4 when the relay could not be used and the run stopped.
+    Exits 0 when every source was read and everything due went out; 3 when some sources or
+    deliveries failed (the send goes ahead when a source failed: the papers already stored
+    are still due); 1 when every source failed; 4 when the relay could not be used and the
+    run stopped.
     """
     report = _run_ingest(app, (), dry_run=dry_run)
-    _print_ingest(report)
+    _print_ingest(report, dry_run=dry_run)
     sent = _run_send(app, dry_run=dry_run)
-    code = send_exit_code(sent) if sent is not None else 0
-    sys.exit(code or (EXIT_INCOMPLETE if report.errors else 0))
+    codes = {ingest_exit_code(report), send_exit_code(sent) if sent is not None else 0}
+    sys.exit(next((c for c in (EXIT_STOPPED, EXIT_FAILED, EXIT_INCOMPLETE) if c in codes), 0))
 
 
 DEMO_READERS = (

@@ -119,8 +119,10 @@ class DkimSettings:
 class IngestSettings:
     """How sources are fetched."""
 
-    timeout: float = 20.0
-    max_bytes: int = 20_000_000
+    timeout: float = 20.0  # each wait: connecting, or the next bytes
+    deadline: float = 120.0  # a whole fetch: connecting, redirects and every read
+    max_bytes: int = 20_000_000  # the body, once decompressed
+    max_entries: int = 2_000  # entries read from one source; the rest are left out and counted
     user_agent: str = "digest/0.1 (+https://github.com/digest; research-paper digest)"
     concurrency: int = 4
 
@@ -321,6 +323,8 @@ def _validate(settings: Settings, source: str) -> None:
         ),
         (settings.ingest.max_bytes >= 1024, "[ingest] max_bytes: must be at least 1024"),
         (settings.ingest.timeout > 0, "[ingest] timeout: must be positive"),
+        (settings.ingest.deadline > 0, "[ingest] deadline: must be positive"),
+        (settings.ingest.max_entries >= 1, "[ingest] max_entries: must be at least 1"),
         (settings.ingest.concurrency >= 1, "[ingest] concurrency: must be at least 1"),
         (0 < settings.web.port < 65536, "[web] port: must be 1-65535"),
         (

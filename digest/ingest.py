@@ -7,6 +7,7 @@ report, and the run goes on.
 from __future__ import annotations
 
 import dataclasses
+import stat
 from collections.abc import Callable, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from datetime import datetime
@@ -19,6 +20,7 @@ from sqlmodel import Session, col, select
 
 from digest.config import IngestSettings, Settings
 from digest.errors import SourceError
+from digest.fetch import Fetched, fetch_url
 from digest.models import Paper, Source, utcnow
 from digest.papers import PaperIn, canonical_key
 from digest.resources import bundled_path
@@ -39,16 +41,6 @@ class SourceSpec:
         return self.location.lower().startswith(("http://", "https://"))
 
 
-@dataclasses.dataclass(frozen=True, kw_only=True)
-class Fetched:
-    """What one fetch brought back."""
-
-    data: bytes | None  # None: not modified since the last fetch
-    content_type: str | None = None
-    etag: str | None = None
-    last_modified: str | None = None
-
-
 @dataclasses.dataclass(kw_only=True)
 class SourceResult:
     """The outcome for one source in one run."""
@@ -61,6 +53,7 @@ class SourceResult:
     updated: int = 0
     unchanged: int = 0
     skipped: int = 0
+    cut: int = 0  # entries past [ingest] max_entries, left unread
     error: str | None = None
 
 
@@ -96,9 +89,9 @@ def fetch(
     base_dir: Path = Path("."),
     client: httpx.Client | None = None,
 ) -> Fetched:
-    """Read one source's bytes: a conditional GET for URLs, a bounded read for files."""
+    """Read one source's bytes: a bounded conditional GET for URLs, a bounded read for files."""
     if spec.is_url:
-        return _fetch_url(
+        return fetch_url(
             spec.location, settings=settings, etag=etag, last_modified=last_modified, client=client
         )
     if spec.location.startswith("bundled:"):
@@ -116,6 +109,9 @@ def fetch(
         if not path.is_absolute():
             path = base_dir / path
     try:
+        # A FIFO or a device could block or never end: only regular files are sources.
+        if not stat.S_ISREG(path.stat().st_mode):
+            raise SourceError(f"{path} is not a regular file")
         with path.open("rb") as fh:
             data = fh.read(settings.max_bytes + 1)
     except OSError as e:
@@ -123,54 +119,6 @@ def fetch(
     if len(data) > settings.max_bytes:
         raise SourceError(f"{path} is larger than the {settings.max_bytes:,}-byte limit")
     return Fetched(data=data)
-
-
-def _fetch_url(
-    url: str,
-    *,
-    settings: IngestSettings,
-    etag: str | None,
-    last_modified: str | None,
-    client: httpx.Client | None,
-) -> Fetched:
-    headers = {"User-Agent": settings.user_agent, "Accept": "*/*"}
-    if etag:
-        headers["If-None-Match"] = etag
-    if last_modified:
-        headers["If-Modified-Since"] = last_modified
-    own = client is None
-    http = client or httpx.Client(timeout=settings.timeout, follow_redirects=True, max_redirects=5)
-    try:
-        with http.stream("GET", url, headers=headers) as response:
-            if response.status_code == 304:
-                return Fetched(data=None, etag=etag, last_modified=last_modified)
-            if response.status_code >= 400:
-                raise SourceError(
-                    f"HTTP {response.status_code} {response.reason_phrase} from {url}"
-                )
-            declared = response.headers.get("Content-Length", "")
-            if declared.isdigit() and int(declared) > settings.max_bytes:
-                raise SourceError(f"{url} is larger than the {settings.max_bytes:,}-byte limit")
-            chunks: list[bytes] = []
-            size = 0
-            for chunk in response.iter_bytes():
-                size += len(chunk)
-                if size > settings.max_bytes:
-                    raise SourceError(f"{url} is larger than the {settings.max_bytes:,}-byte limit")
-                chunks.append(chunk)
-            return Fetched(
-                data=b"".join(chunks),
-                content_type=response.headers.get("Content-Type"),
-                etag=response.headers.get("ETag"),
-                last_modified=response.headers.get("Last-Modified"),
-            )
-    except httpx.TimeoutException as e:
-        raise SourceError(f"timed out after {settings.timeout:g} s fetching {url}") from e
-    except httpx.HTTPError as e:
-        raise SourceError(f"cannot fetch {url}: {e}") from e
-    finally:
-        if own:
-            http.close()
 
 
 def _load(
@@ -186,7 +134,10 @@ def _load(
     if fetched.data is None:
         return fetched, None
     return fetched, parse_source(
-        fetched.data, location=spec.location, content_type=fetched.content_type
+        fetched.data,
+        location=spec.location,
+        content_type=fetched.content_type,
+        max_entries=settings.ingest.max_entries,
     )
 
 
@@ -199,42 +150,64 @@ def ingest(
     progress: Callable[[SourceResult], None] | None = None,
     dry_run: bool = False,
 ) -> IngestReport:
-    """Fetch and parse every source concurrently, then upsert their papers one source at a time."""
+    """Fetch and parse every source concurrently, then upsert their papers one source at a time.
+
+    With ``dry_run``, nothing is written, and the counts say what a real run would do.
+    """
     now = now or utcnow()
     report = IngestReport()
     with Session(engine) as session:
         states = {s.name: s for s in session.exec(select(Source)).all()}
-    with ThreadPoolExecutor(max_workers=settings.ingest.concurrency) as pool:
-        futures = [
-            (spec, pool.submit(_load, spec, states.get(spec.name), settings)) for spec in specs
-        ]
-        for spec, future in futures:
-            result = SourceResult(name=spec.name)
-            fetched: Fetched | None = None
-            try:
-                fetched, parsed = future.result()
-            except SourceError as e:
-                result.status, result.error = "error", str(e)
-            except Exception as e:  # a parser bug must not stop the other sources
-                result.status, result.error = "error", f"unexpected {type(e).__name__}: {e}"
-            else:
-                if parsed is None:
-                    result.status = "not-modified"
+    # A dry run compares every source with the database in one session that is never flushed.
+    dry = Session(engine, autoflush=False) if dry_run else None
+    pending = _Pending()
+    try:
+        with ThreadPoolExecutor(max_workers=settings.ingest.concurrency) as pool:
+            futures = [
+                (spec, pool.submit(_load, spec, states.get(spec.name), settings)) for spec in specs
+            ]
+            for spec, future in futures:
+                result = SourceResult(name=spec.name)
+                fetched: Fetched | None = None
+                try:
+                    fetched, parsed = future.result()
+                except SourceError as e:
+                    result.status, result.error = "error", str(e)
+                except Exception as e:  # a parser bug must not stop the other sources
+                    result.status, result.error = "error", f"unexpected {type(e).__name__}: {e}"
                 else:
-                    result.kind, result.found, result.skipped = (
-                        parsed.kind,
-                        len(parsed.papers),
-                        parsed.skipped,
-                    )
-                    if not dry_run:
-                        _upsert(engine, parsed.papers, source=spec.name, now=now, result=result)
-            if not dry_run:
-                _record(engine, spec, result, fetched, now=now)
-            report.sources.append(result)
-            if progress:
-                progress(result)
+                    if parsed is None:
+                        result.status = "not-modified"
+                    else:
+                        result.kind, result.found = parsed.kind, len(parsed.papers)
+                        result.skipped, result.cut = parsed.skipped, parsed.cut
+                        if dry is not None:
+                            _upsert(
+                                dry,
+                                parsed.papers,
+                                source=spec.name,
+                                now=now,
+                                result=result,
+                                pending=pending,
+                            )
+                        else:
+                            with Session(engine) as session:
+                                _upsert(
+                                    session, parsed.papers, source=spec.name, now=now, result=result
+                                )
+                if dry is None:
+                    _record(engine, spec, result, fetched, now=now)
+                report.sources.append(result)
+                if progress:
+                    progress(result)
+    finally:
+        if dry is not None:
+            dry.rollback()
+            dry.close()
     if not dry_run and specs:
-        counts = {k: report.total(k) for k in ("found", "new", "updated", "unchanged", "skipped")}
+        counts = {
+            k: report.total(k) for k in ("found", "new", "updated", "unchanged", "skipped", "cut")
+        }
         counts["sources"], counts["errors"] = len(report.sources), len(report.errors)
         errors = [f"{s.name}: {s.error}" for s in report.errors]
         record_run(engine, "ingest", started=now, counts=counts, errors=errors)
@@ -266,6 +239,7 @@ def _record(
             if result.status == "ok":
                 state.kind = result.kind
                 state.last_count, state.last_new = result.found, result.new
+                state.last_cut = result.cut
             else:
                 state.last_new = 0
         session.add(state)
@@ -275,52 +249,77 @@ def _record(
 _BATCH = 400
 
 
+@dataclasses.dataclass
+class _Pending:
+    """A dry run's would-be new papers, so that a later source counts them as known."""
+
+    by_key: dict[str, Paper] = dataclasses.field(default_factory=dict)
+    by_title: dict[str, Paper] = dataclasses.field(default_factory=dict)
+
+
 def _upsert(
-    engine: Engine, papers: Sequence[PaperIn], *, source: str, now: datetime, result: SourceResult
+    session: Session,
+    papers: Sequence[PaperIn],
+    *,
+    source: str,
+    now: datetime,
+    result: SourceResult,
+    pending: _Pending | None = None,
 ) -> None:
-    """Insert new papers and refresh known ones; a known paper keeps its first-seen time."""
-    with Session(engine) as session:
-        for start in range(0, len(papers), _BATCH):
-            batch = papers[start : start + _BATCH]
-            title_keys = {p.key: canonical_key(title=p.title) for p in batch}
-            rows = session.exec(
-                select(Paper).where(
-                    col(Paper.key).in_([p.key for p in batch])
-                    | col(Paper.title_key).in_(list(title_keys.values()))
+    """Insert new papers and refresh known ones; a known paper keeps its first-seen time.
+
+    With ``pending`` (a dry run) nothing is written: known rows are changed only in a session
+    that is never flushed or committed, and new ones are kept aside in ``pending``.
+    """
+    for start in range(0, len(papers), _BATCH):
+        batch = papers[start : start + _BATCH]
+        title_keys = {p.key: canonical_key(title=p.title) for p in batch}
+        rows = session.exec(
+            select(Paper).where(
+                col(Paper.key).in_([p.key for p in batch])
+                | col(Paper.title_key).in_(list(title_keys.values()))
+            )
+        ).all()
+        by_key = {r.key: r for r in rows}
+        by_title = {r.title_key: r for r in rows}
+        if pending is not None:
+            by_key = {**pending.by_key, **by_key}
+            by_title = {**pending.by_title, **by_title}
+        for p in batch:
+            row = by_key.get(p.key) or by_title.get(title_keys[p.key])
+            if row is None:
+                row = Paper(
+                    key=p.key,
+                    title_key=title_keys[p.key],
+                    title=p.title,
+                    abstract=p.abstract,
+                    authors=list(p.authors),
+                    url=p.url,
+                    pdf_url=p.pdf_url,
+                    code_url=p.code_url,
+                    sources=[source],
+                    published_at=p.published_at,
+                    first_seen_at=now,
+                    updated_at=now,
+                    upvotes=p.upvotes,
+                    comments=p.comments,
                 )
-            ).all()
-            by_key = {r.key: r for r in rows}
-            by_title = {r.title_key: r for r in rows}
-            for p in batch:
-                row = by_key.get(p.key) or by_title.get(title_keys[p.key])
-                if row is None:
-                    row = Paper(
-                        key=p.key,
-                        title_key=title_keys[p.key],
-                        title=p.title,
-                        abstract=p.abstract,
-                        authors=list(p.authors),
-                        url=p.url,
-                        pdf_url=p.pdf_url,
-                        code_url=p.code_url,
-                        sources=[source],
-                        published_at=p.published_at,
-                        first_seen_at=now,
-                        updated_at=now,
-                        upvotes=p.upvotes,
-                        comments=p.comments,
-                    )
+                if pending is None:
                     session.add(row)
-                    by_key[p.key] = row
-                    by_title[row.title_key] = row
-                    result.new += 1
-                elif _merge(row, p, source=source):
-                    row.updated_at = now
-                    session.add(row)
-                    by_key[p.key] = row
-                    result.updated += 1
                 else:
-                    result.unchanged += 1
+                    pending.by_key[p.key], pending.by_title[row.title_key] = row, row
+                by_key[p.key] = row
+                by_title[row.title_key] = row
+                result.new += 1
+            elif _merge(row, p, source=source):
+                row.updated_at = now
+                if pending is None:
+                    session.add(row)
+                by_key[p.key] = row
+                result.updated += 1
+            else:
+                result.unchanged += 1
+        if pending is None:
             session.commit()
 
 

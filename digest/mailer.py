@@ -455,8 +455,6 @@ def build_message(
     return b"".join(lines)
 
 
-
-
 # What the DKIM signature covers: the headers a receiver shows or acts on, the unsubscribe
 # headers among them (Gmail and Yahoo want List-Unsubscribe signed).
 DKIM_HEADERS = (

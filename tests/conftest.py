@@ -38,6 +38,8 @@ class Route:
     last_modified: str | None = None
     status: int = 200
     delay: float = 0.0
+    headers: dict[str, str] = dataclasses.field(default_factory=dict)  # Location, Content-Encoding
+    trickle: float = 0.0  # seconds between bytes: the body is sent one byte at a time
 
 
 class FeedServer:
@@ -46,6 +48,7 @@ class FeedServer:
     def __init__(self) -> None:
         self.routes: dict[str, Route] = {}
         self.requests: list[dict[str, str]] = []
+        self.stopping = threading.Event()
         server = self
 
         class Handler(BaseHTTPRequestHandler):
@@ -74,9 +77,18 @@ class FeedServer:
                     self.send_header("ETag", route.etag)
                 if route.last_modified:
                     self.send_header("Last-Modified", route.last_modified)
+                for name, value in route.headers.items():
+                    self.send_header(name, value)
                 self.end_headers()
                 with contextlib.suppress(BrokenPipeError, ConnectionResetError):
-                    self.wfile.write(route.body)
+                    if not route.trickle:
+                        self.wfile.write(route.body)
+                        return
+                    for i in range(len(route.body)):
+                        if server.stopping.wait(route.trickle):
+                            return
+                        self.wfile.write(route.body[i : i + 1])
+                        self.wfile.flush()
 
             def log_message(self, *args: Any) -> None:
                 pass
@@ -95,6 +107,7 @@ def feed_server() -> Iterator[FeedServer]:
     server = FeedServer()
     server.thread.start()
     yield server
+    server.stopping.set()
     server.httpd.shutdown()
     server.httpd.server_close()
 

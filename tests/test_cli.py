@@ -145,7 +145,7 @@ def test_ingest_papers_rank_and_preview(tmp_path: Path, shared: Path) -> None:
     code, out = run(
         config, "ingest", str(shared / "seeds/daily-papers-a.txt"), str(tmp_path / "missing.txt")
     )
-    assert code == 0, out
+    assert code == 3, out  # one of the two sources failed
     assert "75 new" in out and "missing.txt" in out
     code, out = run(config, "sources")
     assert "cannot read" in out and "75 papers" in out
@@ -248,11 +248,7 @@ def test_a_bad_or_unreachable_database_is_one_line(tmp_path: Path) -> None:
             ["--config", str(config), "subscribers"],
             env={"DIGEST_SECRET_KEY": "k" * 40, "DIGEST_DATABASE_URL": url},
         )
-        assert (
-            result.exit_code == 1
-            and result.exception is None
-            or isinstance(result.exception, SystemExit)
-        )
+        assert result.exit_code == 1, result.output
         assert result.output.startswith("Error: ") and result.output.count("\n") == 1
         assert needle in result.output and "hunter2" not in result.output
 
@@ -284,3 +280,55 @@ def test_the_readme_inbound_example_works_as_shown(tmp_path: Path) -> None:
     )
     assert result.returncode == 0, result.stderr
     assert "Confirm your subscription" in result.stdout, result.stdout + result.stderr
+
+
+def test_ingest_exit_codes(tmp_path: Path, shared: Path) -> None:
+    config = config_in(tmp_path)
+    good = str(shared / "seeds/daily-papers-a.txt")
+    missing = str(tmp_path / "missing.txt")
+    assert run(config, "ingest", good)[0] == 0
+    assert run(config, "ingest", good, missing)[0] == 3
+    assert run(config, "ingest", missing, str(ROOT / "README.md"))[0] == 1
+    assert run(config, "ingest", "--dry-run", good, missing)[0] == 3
+    assert run(config, "ingest", "--dry-run", good)[0] == 0
+
+
+def test_ingest_dry_run_says_what_would_be_new(tmp_path: Path, shared: Path) -> None:
+    config = config_in(tmp_path)
+    run(config, "ingest", str(shared / "seeds/daily-papers-a.txt"))
+    code, out = run(config, "ingest", "--dry-run", str(shared / "seeds/daily-papers-b.txt"))
+    assert code == 0, out
+    line = next(x for x in out.splitlines() if "daily-papers-b.txt" in x)
+    new, updated = (
+        int(line.split(f" would be {w}")[0].rsplit(" ", 1)[1]) for w in ("new,", "updated,")
+    )
+    assert new > 0 and updated > 0 and new + updated == 88
+    assert "nothing was written" in out
+    code, out = run(config, "ingest", str(shared / "seeds/daily-papers-b.txt"))
+    assert f"{new} new, {updated} updated" in out
+
+
+def test_run_sends_then_exits_non_zero_when_a_source_failed(tmp_path: Path, shared: Path) -> None:
+    config = config_in(tmp_path)
+    seed = shared / "seeds/daily-papers-a.txt"
+    config.write_text(
+        config.read_text()
+        + f'[[sources]]\nname = "good"\nlocation = "{seed}"\n'
+        + f'[[sources]]\nname = "gone"\nlocation = "{tmp_path / "gone.txt"}"\n',
+        encoding="utf-8",
+    )
+    run(config, "subscribe", "ada@example.org", "--keywords", "quantization")
+    code, out = run(config, "run")
+    assert "1 sent" in out, out
+    assert code == 3
+
+
+def test_sources_says_a_source_was_cut(tmp_path: Path, shared: Path) -> None:
+    config = config_in(tmp_path)
+    config.write_text(config.read_text() + "[ingest]\nmax_entries = 30\n", encoding="utf-8")
+    code, out = run(config, "ingest", str(shared / "seeds/daily-papers-a.txt"))
+    assert code == 0 and "cut at [ingest] max_entries: 45 more entries left out" in out, out
+    code, out = run(config, "sources")
+    assert "30 papers" in out and "45 more entries left out" in out
+    code, out = run(config, "sources", "--json")
+    assert json.loads(out)[0]["last_cut"] == 45

@@ -4,9 +4,11 @@ from __future__ import annotations
 
 import dataclasses
 import json
+import os
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
+import pytest
 from conftest import FeedServer, Route
 from sqlmodel import Session, select
 
@@ -162,3 +164,90 @@ def test_dry_run_writes_nothing(settings: Settings, shared: Path) -> None:
     )
     assert report.sources[0].found == 88
     assert papers(settings) == []
+
+
+def with_ingest(settings: Settings, **changes: object) -> Settings:
+    return dataclasses.replace(settings, ingest=dataclasses.replace(settings.ingest, **changes))  # type: ignore[arg-type]
+
+
+@pytest.mark.timeout(60)
+def test_a_trickling_source_fails_at_the_deadline_and_the_others_go_on(
+    settings: Settings, shared: Path, feed_server: FeedServer
+) -> None:
+    body = (shared / "fixtures/arxiv_rss/rss2_cs.LG_2026-04-27_trimmed3_distill.xml").read_bytes()
+    feed_server.routes["/trickle"] = Route(body=body, trickle=0.2)  # minutes to send it all
+    engine = make_engine(settings.database.url)
+    report = ingest(
+        engine,
+        with_ingest(settings, timeout=3.0, deadline=1.0),
+        [
+            spec(feed_server.url("/trickle"), name="trickle"),
+            spec(str(shared / "seeds/daily-papers-a.txt"), name="good"),
+        ],
+    )
+    by_name = {s.name: s for s in report.sources}
+    assert "took longer than the 1-second deadline" in (by_name["trickle"].error or "")
+    assert by_name["good"].new == 75
+
+
+@pytest.mark.timeout(60)
+def test_a_fifo_is_not_read(settings: Settings, tmp_path: Path) -> None:
+    # Opening a FIFO with no writer blocks for ever: only regular files are sources.
+    fifo = tmp_path / "papers.txt"
+    os.mkfifo(fifo)
+    report = ingest(make_engine(settings.database.url), settings, [spec(str(fifo))])
+    assert "not a regular file" in (report.sources[0].error or "")
+
+
+def test_a_file_that_is_no_paper_list_stores_nothing(settings: Settings) -> None:
+    engine = make_engine(settings.database.url)
+    readme = Path(__file__).resolve().parent.parent / "README.md"
+    report = ingest(engine, settings, [spec(str(readme), name="readme")])
+    assert report.sources[0].status == "error"
+    assert "not a paper list" in (report.sources[0].error or "")
+    assert papers(settings) == []
+    with Session(engine) as session:
+        [state] = session.exec(select(Source)).all()
+    assert "not a paper list" in (state.last_error or "")
+
+
+def _big_feed(n: int) -> bytes:
+    items = "".join(
+        f"<item><title>Paper number {i} on things</title><link>https://example.org/p/{i}</link>"
+        f"<description>Abstract of paper {i}.</description></item>"
+        for i in range(n)
+    )
+    return (
+        f'<?xml version="1.0"?><rss version="2.0"><channel><title>t</title>{items}</channel></rss>'
+    ).encode()
+
+
+def test_entries_past_max_entries_are_cut_and_said(
+    settings: Settings, feed_server: FeedServer
+) -> None:
+    feed_server.routes["/big"] = Route(body=_big_feed(250))
+    engine = make_engine(settings.database.url)
+    report = ingest(engine, with_ingest(settings, max_entries=100), [spec(feed_server.url("/big"))])
+    [result] = report.sources
+    assert (result.status, result.found, result.new, result.cut) == ("ok", 100, 100, 150)
+    assert len(papers(settings)) == 100
+    with Session(engine) as session:
+        [state] = session.exec(select(Source)).all()
+    assert (state.last_count, state.last_cut) == (100, 150)
+
+
+def test_dry_run_says_what_would_be_new_and_updated(settings: Settings, shared: Path) -> None:
+    engine = make_engine(settings.database.url)
+    seeds = [spec(str(shared / f"seeds/daily-papers-{x}.txt")) for x in "abc"]
+    ingest(engine, settings, seeds[:1])
+    before = {p.key: (p.sources, p.updated_at) for p in papers(settings)}
+
+    dry = ingest(engine, settings, seeds, dry_run=True)
+    assert {p.key: (p.sources, p.updated_at) for p in papers(settings)} == before
+    # The dry run foretells the real run, source by source (b and c share papers with a and
+    # with each other: the first to bring one counts it new, the others updated).
+    real = ingest(engine, settings, seeds)
+    counts = [(s.found, s.new, s.updated, s.unchanged) for s in real.sources]
+    assert [(s.found, s.new, s.updated, s.unchanged) for s in dry.sources] == counts
+    assert counts[0] == (75, 0, 0, 75)
+    assert counts[1][1] > 0 and counts[1][2] > 0 and counts[2][2] > 0

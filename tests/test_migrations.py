@@ -178,6 +178,8 @@ def check_release_values(rows: dict[str, list[dict[str, Any]]]) -> None:
     assert rows["run"][0]["counts"] == {"new": 3, "updated": 1, "unchanged": 0, "skipped": 0}
     assert rows["run"][2]["finished_at"] is None
     assert rows["source"][1]["last_error"] == "HTTP 503 from https://example.org/feed.xml"
+    # columns later revisions added, with their values for the rows already there
+    assert [s["last_cut"] for s in rows["source"]] == [0, 0]  # bcac60afd2fe
 
 
 def check_usable(url: str, engines: list[Engine]) -> None:

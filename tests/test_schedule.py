@@ -3,18 +3,21 @@
 from __future__ import annotations
 
 import dataclasses
+import threading
 from datetime import UTC, datetime, timedelta
 from email import message_from_bytes, policy
 from pathlib import Path
 from typing import Any
 
 import pytest
+from apscheduler.triggers.interval import IntervalTrigger
 from click.testing import CliRunner
+from conftest import FeedServer, Route
 from sqlmodel import Session, select
 
 from digest import delivery, subscriptions
 from digest.cli import main
-from digest.config import Settings
+from digest.config import Settings, SourceSettings
 from digest.db import make_engine
 from digest.ingest import SourceSpec, ingest
 from digest.models import Delivery, Run, Subscriber
@@ -236,6 +239,45 @@ def test_status_explains_a_reader(
     )
     missing = run(main, ["--config", str(config), "status", "nobody@example.org"], env=env)
     assert missing.exit_code == 1 and "no subscriber" in missing.output
+
+
+@pytest.mark.timeout(120)
+def test_a_stuck_fetch_does_not_block_later_scheduled_ingests(
+    settings: Settings, shared: Path, feed_server: FeedServer
+) -> None:
+    # A server that sends a byte every 0.2 s would hold a fetch for minutes. The deadline ends
+    # it; the ingest job (one instance at a time, missed fires coalesced) then fires again.
+    body = (shared / "fixtures/arxiv_rss/rss2_cs.LG_2026-04-27_trimmed3_distill.xml").read_bytes()
+    feed_server.routes["/trickle"] = Route(body=body, trickle=0.2)
+    stuck = dataclasses.replace(
+        settings,
+        ingest=dataclasses.replace(settings.ingest, timeout=3.0, deadline=1.0),
+        sources=(
+            SourceSettings(name="trickle", location=feed_server.url("/trickle")),
+            SourceSettings(name="good", location=str(shared / "seeds/daily-papers-a.txt")),
+        ),
+    )
+    engine = make_engine(settings.database.url)
+    scheduler = build_scheduler(stuck, engine, renderer=Renderer.create())
+    for other in ("deliver", "ingest-catch-up"):
+        scheduler.remove_job(other)
+    scheduler.reschedule_job("ingest", trigger=IntervalTrigger(seconds=1))
+    scheduler.start()
+    try:
+        job = scheduler.get_job("ingest")
+        assert job.max_instances == 1 and job.coalesce
+        runs: list[Run] = []
+        for _ in range(600):
+            with Session(engine) as session:
+                runs = list(session.exec(select(Run).where(Run.kind == "ingest")).all())
+            if len(runs) >= 3:
+                break
+            threading.Event().wait(0.1)
+    finally:
+        scheduler.shutdown(wait=True)
+    assert len(runs) >= 3
+    assert all("took longer than the 1-second deadline" in r.errors[0] for r in runs)
+    assert runs[0].counts["new"] == 75
 
 
 @pytest.mark.parametrize("cron", ["61 5 * * *", "every day", ""])

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import csv
+import io
 import json
 import re
 from datetime import UTC, datetime
@@ -13,6 +15,7 @@ from digest.errors import SourceError
 from digest.papers import (
     ABSTRACT_LIMIT,
     TITLE_LIMIT,
+    PaperIn,
     arxiv_id,
     canonical_key,
     clean_text,
@@ -38,6 +41,7 @@ SEEDS = {
         "LLMTune: Accelerate Database Knob Tuning with Large Language Models",
     ),
 }
+ROOT = Path(__file__).resolve().parent.parent
 RSS = Path("fixtures/arxiv_rss")
 ATOM = Path("fixtures/arxiv_atom")
 HF_RSS = Path("fixtures/hf_rss")
@@ -191,7 +195,7 @@ def test_short_abstract_under_clear_title(shared: Path) -> None:
 
 
 def test_text_without_papers_is_an_error() -> None:
-    with pytest.raises(SourceError, match="no papers"):
+    with pytest.raises(SourceError, match="not a paper list"):
         parse_source(b"new\n\nSubscribe\n\nDaily Papers\n\nAug 1\n", location="x")
 
 
@@ -199,6 +203,69 @@ def test_text_dedupes_by_title_first_wins(shared: Path) -> None:
     text = seed_text(shared, "a")
     parsed = parse_source((text + "\n\n" + text).encode(), location="x")
     assert len(parsed.papers) == 75
+
+
+def test_bundled_sample_is_a_paper_list() -> None:
+    parsed = parse_file(ROOT / "digest/data/sample-papers.txt")
+    assert parsed.kind == "text" and len(parsed.papers) == 48 and parsed.skipped == 0
+
+
+def _markdown_table(papers: list[PaperIn]) -> str:
+    rows = "".join(f"| {p.title} | {p.abstract} |\n" for p in papers)
+    return "# Papers of the week\n\n| Title | Abstract |\n|---|---|\n" + rows
+
+
+def _csv(papers: list[PaperIn], delimiter: str = ",") -> str:
+    out = io.StringIO()
+    writer = csv.writer(out, delimiter=delimiter)
+    writer.writerow(["title", "abstract", "url"])
+    for p in papers:
+        writer.writerow([p.title, p.abstract, p.url or "https://example.org/paper"])
+    return out.getvalue()
+
+
+def _plain_readme(papers: list[PaperIn]) -> str:
+    # No markup at all: a heading, a paragraph, then steps that are sentences without a full stop.
+    steps = "".join(
+        f"Then run step number {i} of the installer and wait for it\n" for i in range(30)
+    )
+    return f"Installing The Paper Tools\n\n{papers[0].abstract}\n\n{steps}"
+
+
+NOT_PAPER_LISTS = {
+    "README.md": lambda papers: (ROOT / "README.md").read_text(encoding="utf-8"),
+    "bench/README.md": lambda papers: (ROOT / "bench/README.md").read_text(encoding="utf-8"),
+    "config.toml": lambda papers: (ROOT / "config.toml").read_text(encoding="utf-8"),
+    "text.py": lambda papers: (ROOT / "digest/sources/text.py").read_text(encoding="utf-8"),
+    "cli.py": lambda papers: (ROOT / "digest/cli.py").read_text(encoding="utf-8"),
+    "markdown table": _markdown_table,
+    "csv": _csv,
+    "tsv": lambda papers: _csv(papers, delimiter="\t"),
+    "plain readme": _plain_readme,
+}
+
+
+@pytest.mark.parametrize("name", sorted(NOT_PAPER_LISTS))
+def test_not_a_paper_list_is_refused(shared: Path, name: str) -> None:
+    papers = parse_file(shared / "seeds" / "daily-papers-a.txt").papers
+    data = NOT_PAPER_LISTS[name](papers).encode()
+    with pytest.raises(SourceError, match="not a paper list"):
+        parse_source(data, location=name)
+
+
+def test_design_notes_are_not_a_paper_list(shared: Path) -> None:
+    with pytest.raises(SourceError, match="not a paper list"):
+        parse_file(shared / "DESIGN.md")
+
+
+def test_stray_markup_in_a_paper_list_is_skipped(shared: Path) -> None:
+    text = seed_text(shared, "a")
+    stray = (
+        "\n## Notes from the editor\n\n" + "This week we read many papers on language models. " * 5
+    )
+    parsed = parse_source((text + stray).encode(), location="x")
+    assert len(parsed.papers) == 75 and parsed.skipped == 1
+    assert all(not p.title.startswith("#") for p in parsed.papers)
 
 
 # --- Hugging Face Daily Papers API -------------------------------------------------------------
@@ -469,7 +536,78 @@ def test_entries_are_bounded() -> None:
     ]
     parsed = parse_source(json.dumps(items).encode(), location="x")
     assert len(parsed.papers) == MAX_ENTRIES
-    assert parsed.skipped == 7
+    assert parsed.cut == 7 and parsed.skipped == 0
+
+
+def _item(i: int) -> str:
+    return (
+        f"<item><title>Paper number {i}</title><link>https://example.org/p/{i}</link>"
+        f"<description>Abstract {i}.</description></item>"
+    )
+
+
+def _entry(i: int) -> str:
+    return (
+        f"<entry><title>Paper number {i}</title><id>urn:p:{i}</id>"
+        f'<link href="https://example.org/p/{i}"/><summary>Abstract {i}.</summary>'
+        "<updated>2026-04-27T00:00:00Z</updated></entry>"
+    )
+
+
+def _big_sources(n: int, seed: str) -> dict[str, bytes]:
+    rss = "".join(map(_item, range(n)))
+    atom = "".join(map(_entry, range(n)))
+    json_feed = {
+        "version": "https://jsonfeed.org/version/1.1",
+        "title": "t",
+        "items": [
+            {"id": str(i), "title": f"Paper number {i}", "url": f"https://example.org/p/{i}"}
+            for i in range(n)
+        ],
+    }
+    hf_items = [{"paper": {"id": f"2404.{i:05d}", "title": f"Paper number {i}"}} for i in range(n)]
+    header, rest = seed.split("\n\nMARLIN", 1)
+    pairs = rest.split("\n\n")[2:]  # title and abstract paragraphs after the first paper
+    return {
+        "rss": f'<?xml version="1.0"?><rss version="2.0"><channel><title>t</title>{rss}'
+        "<ttl>60</ttl></channel></rss>".encode(),
+        "rss1": (
+            '<?xml version="1.0"?><rdf:RDF xmlns:rdf="http://www.w3.org/1999/02/22-rdf-syntax-ns#"'
+            ' xmlns="http://purl.org/rss/1.0/"><channel rdf:about="x"><title>t</title></channel>'
+            f"{rss}</rdf:RDF>"
+        ).encode(),
+        "atom": (
+            '<?xml version="1.0"?><feed xmlns="http://www.w3.org/2005/Atom"><title>t</title>'
+            f"{atom}</feed>"
+        ).encode(),
+        "json-feed": json.dumps(json_feed).encode(),
+        "hf-daily": json.dumps(hf_items).encode(),
+        "text": (header + "\n\n" + "\n\n".join(pairs[: 2 * n])).encode(),
+    }
+
+
+@pytest.mark.parametrize("kind", ["rss", "rss1", "atom", "json-feed", "hf-daily", "text"])
+def test_max_entries_keeps_the_first_and_counts_the_rest(shared: Path, kind: str) -> None:
+    data = _big_sources(60, seed_text(shared, "a"))[kind]
+    parsed = parse_source(data, location="x", max_entries=25)
+    assert len(parsed.papers) == 25 and parsed.skipped == 0
+    assert parsed.cut == 35
+    everything = parse_source(data, location="x", max_entries=10_000)
+    assert [p.title for p in parsed.papers] == [p.title for p in everything.papers[:25]]
+    assert everything.cut == 0 and len(everything.papers) == 60
+
+
+def test_feed_is_cut_before_it_is_parsed(shared: Path) -> None:
+    # Only the first entries reach feedparser: an arXiv entry past the cap does not even make
+    # the feed read as arXiv's.
+    data = _big_sources(30, seed_text(shared, "a"))["rss"]
+    marked = data.replace(
+        b"<title>Paper number 20</title>",
+        b"<guid>oai:arXiv.org:2404.12345v1</guid><title>Paper number 20</title>",
+    )
+    assert parse_source(marked, location="x", max_entries=25).kind == "arxiv-rss"
+    capped = parse_source(marked, location="x", max_entries=10)
+    assert capped.kind == "feed" and len(capped.papers) == 10 and capped.cut == 20
 
 
 # --- hostile input ----------------------------------------------------------------------------

@@ -3,6 +3,7 @@
 The kind is told from the content, never from the file name or URL: an HF Daily Papers JSON
 array ("hf-daily"), an rss.arxiv.org announcement feed ("arxiv-rss"), an export.arxiv.org API
 response ("arxiv-atom"), any other RSS/Atom/JSON Feed ("feed"), or a plain-text list ("text").
+Only the first ``max_entries`` entries of a source are read; the rest are counted as cut.
 """
 
 from __future__ import annotations
@@ -21,7 +22,7 @@ from digest.errors import SourceError
 from digest.papers import PaperIn
 from digest.sources import arxiv, feed, hf, text
 
-MAX_ENTRIES = 5_000
+MAX_ENTRIES = 2_000  # the default of [ingest] max_entries
 
 T = TypeVar("T")
 
@@ -43,25 +44,44 @@ class ParsedSource:
 
     kind: str  # "hf-daily" · "arxiv-rss" · "arxiv-atom" · "feed" · "text"
     papers: list[PaperIn]
-    skipped: int = 0
+    skipped: int = 0  # entries that were no usable paper
+    cut: int = 0  # entries past the max_entries cap, left unread
 
 
-def parse_source(data: bytes, *, location: str, content_type: str | None = None) -> ParsedSource:
-    """Parse one source's bytes into papers; the kind is detected from the content."""
+def parse_source(
+    data: bytes,
+    *,
+    location: str,
+    content_type: str | None = None,
+    max_entries: int = MAX_ENTRIES,
+) -> ParsedSource:
+    """Parse one source's bytes into papers (the first ``max_entries`` entries); the kind is
+    detected from the content."""
     if not data or not data.strip(b" \t\r\n\x00\x0b\x0c"):
         raise SourceError(f"{location}: the source is empty")
     decoded = _decode(data, content_type)
     head = decoded.lstrip(" \t\r\n\x00\ufeff")[:1]
+    limits = _Limits(location=location, max_entries=max_entries)
     if head in ("[", "{"):
         try:
             doc = json.loads(decoded)
         except (ValueError, RecursionError):
             doc = None  # not JSON after all: maybe a text list that opens with a bracket
         else:
-            return _parse_json(doc, data, location=location, content_type=content_type)
+            return _parse_json(doc, data, limits=limits, content_type=content_type)
     if head == "<":
-        return _parse_feed(data, location=location, content_type=content_type)
-    return _collect("text", text.entries(decoded), text.paper, location=location, require=True)
+        return _parse_feed(data, limits=limits, content_type=content_type)
+    reading = text.read(decoded)
+    if reading.problem is not None:
+        raise SourceError(f"{location}: not a paper list ({reading.problem})")
+    return _collect("text", reading.entries, text.paper, limits=limits, skipped=reading.dropped)
+
+
+@dataclasses.dataclass(frozen=True, kw_only=True)
+class _Limits:
+    location: str
+    max_entries: int
+    cut: int = 0  # entries already dropped before parsing
 
 
 def _decode(data: bytes, content_type: str | None) -> str:
@@ -82,12 +102,13 @@ def _collect(
     entries: Sequence[T],
     convert: Callable[[T], PaperIn | None],
     *,
-    location: str,
+    limits: _Limits,
     require: bool = False,
+    skipped: int = 0,
 ) -> ParsedSource:
-    skipped = max(0, len(entries) - MAX_ENTRIES)
+    cut = limits.cut + max(0, len(entries) - limits.max_entries)
     papers: dict[str, PaperIn] = {}
-    for entry in entries[:MAX_ENTRIES]:
+    for entry in entries[: limits.max_entries]:
         try:
             paper = convert(entry)
         except _ENTRY_ERRORS:
@@ -97,21 +118,25 @@ def _collect(
         elif paper.key not in papers:
             papers[paper.key] = paper
     if require and not papers:
-        raise SourceError(f"{location}: no papers found (not a feed, JSON or paper list?)")
-    return ParsedSource(kind=kind, papers=list(papers.values()), skipped=skipped)
+        raise SourceError(f"{limits.location}: no papers found (not a feed, JSON or paper list?)")
+    return ParsedSource(kind=kind, papers=list(papers.values()), skipped=skipped, cut=cut)
 
 
 def _parse_json(
-    doc: object, data: bytes, *, location: str, content_type: str | None
+    doc: object, data: bytes, *, limits: _Limits, content_type: str | None
 ) -> ParsedSource:
+    location = limits.location
     if isinstance(doc, list) and (not doc or any(hf.is_entry(item) for item in doc)):
-        return _collect("hf-daily", doc, hf.paper, location=location)
+        return _collect("hf-daily", doc, hf.paper, limits=limits)
     if isinstance(doc, dict) and feed.is_json_feed(doc):
-        return _collect("feed", feed.json_feed_entries(doc), feed.paper, location=location)
+        items = doc["items"]
+        cut = dataclasses.replace(limits, cut=max(0, len(items) - limits.max_entries))
+        doc = {**doc, "items": items[: limits.max_entries]}
+        return _collect("feed", feed.json_feed_entries(doc), feed.paper, limits=cut)
     # A newer feedparser may read other JSON feed flavours; feedparser 6 does not.
     parsed = _feedparser(data, location=location, content_type=content_type)
     if parsed.get("version") and not parsed.get("bozo"):
-        return _collect("feed", parsed.entries, feed.paper, location=location)
+        return _collect("feed", parsed.entries, feed.paper, limits=limits)
     if isinstance(doc, dict) and isinstance(doc.get("error"), str):
         raise SourceError(f"{location}: the source answered with an error: {doc['error'][:300]}")
     raise SourceError(f"{location}: JSON that is neither HF Daily Papers nor a JSON Feed")
@@ -131,7 +156,32 @@ def _feedparser(data: bytes, *, location: str, content_type: str | None) -> Any:
         raise SourceError(f"{location}: the feed could not be parsed: {e!r}"[:500]) from e
 
 
-def _parse_feed(data: bytes, *, location: str, content_type: str | None) -> ParsedSource:
+# The end of an RSS item or an Atom entry, with or without a namespace prefix.
+_ENTRY_END_RE = re.compile(rb"</(?:[A-Za-z_][\w.-]*:)?(?:item|entry)\s*>", re.IGNORECASE)
+
+
+def _cut_feed(data: bytes, keep: int) -> tuple[bytes, int]:
+    """The feed with only its first ``keep`` entries, and how many it had past them.
+
+    feedparser reads every entry of a document, and that is most of the cost of a big feed;
+    counting the entries' end tags is cheap, and dropping the run of entries between the
+    ``keep``-th end and the last one leaves the document's own closing tags in place.
+    """
+    count, cut_at, last_end = 0, 0, 0
+    for m in _ENTRY_END_RE.finditer(data):
+        count += 1
+        if count == keep:
+            cut_at = m.end()
+        last_end = m.end()
+    if count <= keep:
+        return data, 0
+    return data[:cut_at] + data[last_end:], count - keep
+
+
+def _parse_feed(data: bytes, *, limits: _Limits, content_type: str | None) -> ParsedSource:
+    location = limits.location
+    data, cut = _cut_feed(data, limits.max_entries)
+    limits = dataclasses.replace(limits, cut=cut)
     parsed = _feedparser(data, location=location, content_type=content_type)
     entries: list[Mapping[str, Any]] = list(parsed.entries)
     version = str(parsed.get("version") or "")
@@ -141,10 +191,10 @@ def _parse_feed(data: bytes, *, location: str, content_type: str | None) -> Pars
         raise SourceError(f"{location}: not an RSS or Atom feed{detail}"[:500])
     kind = arxiv.kind(parsed)
     if kind == "arxiv-rss":
-        return _collect(kind, entries, arxiv.rss_paper, location=location)
+        return _collect(kind, entries, arxiv.rss_paper, limits=limits)
     if kind == "arxiv-atom":
         message = arxiv.api_error(entries)
         if message is not None:
             raise SourceError(f"{location}: arXiv API error: {message}")
-        return _collect(kind, entries, arxiv.atom_paper, location=location)
-    return _collect("feed", entries, feed.paper, location=location)
+        return _collect(kind, entries, arxiv.atom_paper, limits=limits)
+    return _collect("feed", entries, feed.paper, limits=limits)

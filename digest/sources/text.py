@@ -2,11 +2,13 @@
 
 Blank lines, line endings and header lines vary from list to list, so the layout is read from the
 text itself: an abstract is prose (long, in sentences); a title is the short line right before
-one; any other short line is a header (or footer) and never a paper.
+one; any other short line is a header (or footer) and never a paper. A text without that shape
+(a README, a markdown table, source code, a CSV file) is no paper list, and is refused whole.
 """
 
 from __future__ import annotations
 
+import dataclasses
 import re
 
 from digest.papers import PaperIn, make_paper
@@ -15,6 +17,7 @@ TITLE_MAX = 300
 LONG_PROSE = 200
 SHORT_PROSE = 60
 SHORT_PROSE_WORDS = 8
+MAX_PARAGRAPHS = 8  # an abstract longer than this is a wall of text (a CSV), not an abstract
 
 _MONTH = (
     r"(?:jan(?:uary)?|feb(?:ruary)?|mar(?:ch)?|apr(?:il)?|may|june?|july?|aug(?:ust)?"
@@ -47,6 +50,14 @@ _GLUED_RE = re.compile(
     r"|by ?AK and the research community|new"
     rf"|(?i:{_MONTH})\s+\d{{1,2}}(?:,\s*\d{{4}})?)(?=[A-Z0-9\"'“(\[])",
 )
+# Markdown blocks (headings, quotes, lists, tables, fences), comments and code statements.
+_MARKUP_START_RE = re.compile(
+    r"(?:#{1,6}\s|#!|>|\||```|~~~|[-*+]\s|\d{1,3}[.)]\s|//|/\*|\*/|[{}\])=]|@\w"
+    r"|(?:def|class|import|from\s+\S+\s+import|return|elif|else|try|except|finally|raise"
+    r"|function|var|let|const|public|private|package|namespace|#include)\b)"
+)
+_CODE_END_RE = re.compile(r"[{};:(\[,\\=]$")
+_CODE_MARKS = ("`", " = ", " == ", " != ", "=>", '","', "\t")
 _SENTENCE_END_RE = re.compile(r"[.!?][\"')\]”’]?(?:\s|$)")
 
 
@@ -108,11 +119,9 @@ def _starts_paper(lines: list[str], i: int) -> bool:
     return not (i + 2 < len(lines) and _is_long_prose(lines[i + 2]))
 
 
-def entries(text: str) -> list[tuple[str, str]]:
-    """(title, abstract) pairs in reading order; header and footer lines are left out."""
-    lines = [line.strip(" \t\u00a0\u200b\ufeff") for line in text.splitlines()]
-    lines = [line for line in lines if line]
-    found: list[tuple[str, str]] = []
+def _scan(lines: list[str]) -> list[tuple[str, list[str]]]:
+    """(title, abstract paragraphs) in reading order; header and footer lines are left out."""
+    found: list[tuple[str, list[str]]] = []
     i = 0
     while i < len(lines):
         if not _starts_paper(lines, i):
@@ -126,8 +135,75 @@ def entries(text: str) -> list[tuple[str, str]]:
                 break
             parts.append(lines[i])
             i += 1
-        found.append((_strip_glued(title), " ".join(parts)))
+        found.append((title, parts))
     return found
+
+
+def _is_markup(line: str) -> bool:
+    """A line of markdown, a table, CSV or source code: no paper title or abstract reads so."""
+    return bool(
+        _MARKUP_START_RE.match(line)
+        or _CODE_END_RE.search(line)
+        or any(mark in line for mark in _CODE_MARKS)
+        or line.count("|") >= 2
+    )
+
+
+def _is_junk_title(title: str) -> bool:
+    return _is_markup(title) or not re.search(r"[^\W\d_]{2}", title)
+
+
+def _is_substantial(line: str) -> bool:
+    """A line that says something: markup, code or a sentence (not a menu item or a date)."""
+    return not _is_header(line) and (_is_markup(line) or len(line.split()) >= 6)
+
+
+@dataclasses.dataclass(frozen=True, kw_only=True)
+class Reading:
+    """What a plain text holds: its papers' (title, abstract) pairs, or why it is no paper list."""
+
+    entries: list[tuple[str, str]]
+    dropped: int = 0  # would-be papers under a title of markup or code, or a wall of prose
+    problem: str | None = None  # set when the text is not a paper list
+
+
+def read(text: str) -> Reading:
+    """The papers of a plain-text list, checking first that the text has the shape of one.
+
+    A paper list is mostly titles each followed by an abstract, with a few header lines; a
+    README, a markdown table, source code or a CSV file has other lines around the few pairs
+    that look like one (a heading and its paragraph), and those are refused rather than stored.
+    """
+    lines = [line.strip(" \t\u00a0\u200b\ufeff") for line in text.splitlines()]
+    lines = [line for line in lines if line]
+    found = _scan(lines)
+    if not found:
+        return Reading(entries=[], problem="no title line followed by an abstract")
+    kept = [
+        (title, parts)
+        for title, parts in found
+        if not _is_junk_title(title) and len(parts) <= MAX_PARAGRAPHS
+    ]
+    dropped = len(found) - len(kept)
+    if dropped * 2 >= len(found):
+        return Reading(
+            entries=[],
+            dropped=dropped,
+            problem=f"{dropped} of its {len(found)} would-be papers are markup, code, table rows "
+            "or walls of text",
+        )
+    covered = sum(1 + len(parts) for _, parts in kept)
+    others = sum(map(_is_substantial, lines)) - sum(
+        _is_substantial(title) + sum(map(_is_substantial, parts)) for title, parts in kept
+    )
+    if others > covered:
+        return Reading(
+            entries=[],
+            dropped=dropped,
+            problem=f"{others} of its lines are neither titles nor abstracts, against {covered}",
+        )
+    pairs = [(_strip_glued(title), " ".join(parts)) for title, parts in kept]
+    return Reading(entries=pairs, dropped=dropped)
 
 
 def paper(entry: tuple[str, str]) -> PaperIn | None:
