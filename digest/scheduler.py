@@ -89,11 +89,12 @@ def build_scheduler(
     engine: Engine,
     *,
     renderer: Renderer,
-    mailroom: Mailroom,
+    mailroom: Mailroom | None = None,
     stop: threading.Event | None = None,
 ) -> BackgroundScheduler:
     """A scheduler (not started) with the ingest cron and the delivery tick; the tick's mail
-    goes through ``mailroom``, which must run while the scheduler does."""
+    goes through ``mailroom``, which must run while the scheduler does (default: the settings'
+    own, started for each send)."""
     scheduler = BackgroundScheduler(
         timezone=settings.zone,
         job_defaults={"coalesce": True, "max_instances": 1, "misfire_grace_time": 3600},

@@ -16,7 +16,7 @@ from conftest import RecordingHandler
 from sqlmodel import Session, select
 
 from digest import subscriptions
-from digest.cli import EXIT_INCOMPLETE, EXIT_STOPPED, main
+from digest.cli import EXIT_FAILED, EXIT_INCOMPLETE, EXIT_STOPPED, main
 from digest.db import make_engine
 from digest.ingest import SourceSpec, ingest
 from digest.models import Delivery
@@ -203,7 +203,7 @@ def test_exit_codes_of_send_and_run(tmp_path: Path, shared: Path, relay: tuple[i
     )
     config.write_text(broken, encoding="utf-8")
     code, out = _digest(config, "run")
-    assert code == EXIT_INCOMPLETE, out  # a source failed
+    assert code == EXIT_FAILED, out  # its one source failed: nothing was read
 
 
 def test_messages_dropped_mid_data_burn_attempts_until_the_run_stops(
