@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import calendar
+import copy
 import dataclasses
 import functools
 import json
@@ -767,6 +768,7 @@ def serve_cmd(app: App, host: str | None, port: int | None, schedule: bool) -> N
     from urllib.parse import urlsplit
 
     import uvicorn
+    import uvicorn.config
 
     from digest.scheduler import build_scheduler
     from digest.web import create_app
@@ -774,6 +776,15 @@ def serve_cmd(app: App, host: str | None, port: int | None, schedule: bool) -> N
     settings = app.settings
     host = host or settings.web.host
     port = port or settings.web.port
+    # A base_url with a path (https://example.org/digest) is served under that prefix.
+    root_path = urlsplit(settings.site.base_url).path.rstrip("/")
+    # uvicorn's own logging, with the links' tokens taken out of the access log's paths
+    log_config = copy.deepcopy(uvicorn.config.LOGGING_CONFIG)
+    log_config.setdefault("filters", {})["tokens"] = {
+        "()": "digest.web.AccessLogFilter",
+        "root_path": root_path,
+    }
+    log_config["loggers"]["uvicorn.access"]["filters"] = ["tokens"]
     # one place for all of the process's mail: the web app's, the replies' and the digests'
     mailroom = delivery.mailroom_for(settings)
     stop = threading.Event()
@@ -782,11 +793,11 @@ def serve_cmd(app: App, host: str | None, port: int | None, schedule: bool) -> N
             create_app(settings, app.engine, mailroom=mailroom),
             host=host,
             port=port,
-            # A base_url with a path (https://example.org/digest) is served under that prefix.
-            root_path=urlsplit(settings.site.base_url).path.rstrip("/"),
+            root_path=root_path,
             proxy_headers=settings.web.proxy_headers,
             forwarded_allow_ips=settings.web.forwarded_allow_ips,
             server_header=False,
+            log_config=log_config,
             log_level="info",
         )
     )
@@ -1079,6 +1090,8 @@ def status_cmd(app: App, email: str | None) -> None:
         "Subscribers: "
         + (", ".join(f"{n} {k}" for k, n in sorted(o.subscribers.items())) or "none")
     )
+    for line in status_mod.caps_lines(o.requests, app.settings):
+        click.echo(line)
     click.echo("Deliveries:")
     for edition, counts in o.editions:
         click.echo(f"  {edition}: {counts_line(counts)}")

@@ -22,6 +22,10 @@ from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 from digest.errors import ConfigError
 from digest.resources import default_config_path
 from digest.subscriptions import MAX_PAPERS
+from digest.tokens import MAX_AGE
+
+# A pending subscriber must outlive the link that confirms it.
+CONFIRM_DAYS = (MAX_AGE["confirm"] or 0) // 86400
 
 SECRET_ENV = "DIGEST_SECRET_KEY"
 CONFIG_ENV = "DIGEST_CONFIG"
@@ -134,6 +138,10 @@ class WebSettings:
     host: str = "127.0.0.1"
     port: int = 8000
     confirm_interval_seconds: int = 300
+    subscribe_per_client_per_hour: int = 5  # subscribe requests from one client address
+    subscribe_per_hour: int = 100  # subscribe requests in all, the form and mail together
+    rank_per_client_per_minute: int = 60  # /api/rank requests from one client address
+    pending_days: int = 7  # unconfirmed subscriptions are deleted this long after their request
     max_body_bytes: int = 65536
     proxy_headers: bool = True
     forwarded_allow_ips: str = "127.0.0.1"
@@ -151,6 +159,7 @@ class InboundSettings:
     unsubscribe_address: str = "unsubscribe@localhost"  # "": off
     max_message_bytes: int = 65536
     replies_per_hour: int = 5  # per address
+    subscribe_per_domain_per_hour: int = 10  # subscribe requests from one sender domain
 
 
 @dataclasses.dataclass(frozen=True, kw_only=True)
@@ -331,6 +340,20 @@ def _validate(settings: Settings, source: str) -> None:
             settings.web.confirm_interval_seconds >= 0,
             "[web] confirm_interval_seconds: must be 0 or more",
         ),
+        (
+            settings.web.subscribe_per_client_per_hour >= 1,
+            "[web] subscribe_per_client_per_hour: must be at least 1",
+        ),
+        (settings.web.subscribe_per_hour >= 1, "[web] subscribe_per_hour: must be at least 1"),
+        (
+            settings.web.rank_per_client_per_minute >= 1,
+            "[web] rank_per_client_per_minute: must be at least 1",
+        ),
+        (
+            settings.web.pending_days >= CONFIRM_DAYS,
+            f"[web] pending_days: must be at least {CONFIRM_DAYS}, the days a confirmation "
+            "link works",
+        ),
         (settings.web.max_body_bytes >= 1024, "[web] max_body_bytes: must be at least 1024"),
         (
             0 <= settings.inbound.port < 65536,
@@ -341,6 +364,10 @@ def _validate(settings: Settings, source: str) -> None:
             "[inbound] max_message_bytes: must be 1024-10485760",
         ),
         (settings.inbound.replies_per_hour >= 1, "[inbound] replies_per_hour: must be at least 1"),
+        (
+            settings.inbound.subscribe_per_domain_per_hour >= 1,
+            "[inbound] subscribe_per_domain_per_hour: must be at least 1",
+        ),
         (
             _is_address(settings.inbound.address),
             "[inbound] address: must be an address like digest@example.org",

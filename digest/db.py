@@ -7,6 +7,7 @@ refused with a SchemaError that says what to do (`digest db upgrade`, digest.sch
 
 from __future__ import annotations
 
+import os
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from typing import Any
@@ -39,7 +40,8 @@ _SCHEMA_LOCK = 0x6469676573740001
 
 
 def make_engine(url: str, *, check_schema: bool = True) -> Engine:
-    """An engine for ``url``; SQLite gets WAL and a busy timeout.
+    """An engine for ``url``; SQLite gets WAL and a busy timeout, and a new SQLite file is made
+    readable and writable by its owner only (``create_private``).
 
     By default the schema is made or checked first (``ensure_schema``); ``check_schema=False``
     only connects: for `digest db`, and for a process whose parent has checked it.
@@ -77,6 +79,7 @@ def _shown(url: str) -> str:
 
 def _engine(url: str) -> Engine:
     if url.startswith("sqlite"):
+        create_private(url)
         engine = create_engine(url, connect_args={"timeout": 30, "check_same_thread": False})
 
         @event.listens_for(engine, "connect")
@@ -90,6 +93,32 @@ def _engine(url: str) -> Engine:
     else:
         engine = create_engine(url, pool_pre_ping=True)
     return engine
+
+
+def create_private(url: str) -> None:
+    """Create the file of a new SQLite database with mode 0600 before SQLite opens it.
+
+    It holds every reader's address and interests. SQLite creates the -wal and -shm files with
+    the mode of the database file, so they are private too. An existing file is left as it is
+    (its mode is the operator's choice); a URL that names no plain file (memory, a ``file:``
+    URI) is left to SQLite.
+    """
+    parsed = make_url(url)
+    database = parsed.database
+    if (
+        not database
+        or database == ":memory:"
+        or parsed.query.get("uri")
+        or database.startswith("file:")
+    ):
+        return
+    try:
+        fd = os.open(database, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+    except FileExistsError:
+        return
+    except OSError:  # a missing folder, say: SQLite's own error says it better
+        return
+    os.close(fd)  # an empty file is an empty SQLite database
 
 
 def ensure_schema(engine: Engine) -> None:
@@ -171,6 +200,26 @@ def schema_transaction(engine: Engine) -> Iterator[Connection]:
             conn.exec_driver_sql(f"SELECT pg_advisory_xact_lock({_SCHEMA_LOCK})")
             yield conn
             conn.commit()
+
+
+@contextmanager
+def exclusive_transaction(engine: Engine, lock: int) -> Iterator[Connection]:
+    """A connection in a transaction that no other holder of ``lock`` runs beside, committed
+    at the end (rolled back on an error).
+
+    PostgreSQL: a transaction-level advisory lock on ``lock``. SQLite: the database's write lock
+    (BEGIN IMMEDIATE; the busy timeout makes others wait), whatever ``lock`` is.
+    """
+    with engine.connect() as conn:
+        try:
+            if is_sqlite(engine):
+                conn.exec_driver_sql("BEGIN IMMEDIATE")
+            else:
+                conn.exec_driver_sql(f"SELECT pg_advisory_xact_lock({int(lock)})")
+            yield conn
+            conn.commit()
+        finally:
+            conn.rollback()
 
 
 def is_sqlite(engine: Engine) -> bool:

@@ -6,6 +6,7 @@ DigestError                 every error digest reports to its user
 ├── SourceError             a source could not be fetched or parsed
 ├── SubscriberError         a bad address or choice (``field`` names it), a duplicate, an
 │                           unknown subscriber, a revoked link
+├── TooManyRequests         a subscribe request over an hourly cap; ``retry_after`` seconds
 ├── SendError               an SMTP failure; ``permanent`` tells a 5xx from a retryable one,
 │                           ``relay`` a relay that cannot be used at all from one message's fault
 └── TemplateError           a digest could not be rendered
@@ -41,6 +42,17 @@ class SubscriberError(DigestError):
     def __init__(self, message: str, *, field: str | None = None) -> None:
         super().__init__(message)
         self.field = field
+
+
+class TooManyRequests(DigestError):
+    """A subscribe request over an hourly cap: its origin's (``scope`` "origin": a web client's
+    address, a mail's sender domain) or the one on every request (``scope`` "total").
+    ``retry_after`` is the number of seconds until the cap has room again."""
+
+    def __init__(self, message: str, *, scope: str, retry_after: int) -> None:
+        super().__init__(message)
+        self.scope = scope
+        self.retry_after = retry_after
 
 
 class SendError(DigestError):

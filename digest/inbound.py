@@ -19,16 +19,22 @@ owner of the address may do.
 - A new, pending, unsubscribed or bounced address becomes (or stays) pending with the interests
   asked for and is mailed a confirmation link: the web form's own rule
   (:func:`digest.subscriptions.request`), sharing its one such mail per ``[web]
-  confirm_interval_seconds``. Nothing else reaches it until the link is followed.
+  confirm_interval_seconds`` and its cap on requests in all, and capped per sender domain
+  (``[inbound] subscribe_per_domain_per_hour``; a mail over a cap gets no reply). Nothing else
+  reaches it until the link is followed.
 - An active subscription is never changed by mail: the reply carries the reader's signed
   preferences link (same slot), which only whoever reads that mailbox can follow.
 - Unsubscribing by mail is accepted without a link: that is what a ``List-Unsubscribe:
   <mailto:…>`` header (RFC 2369) promises, and mail providers send such mails on a reader's
-  click. A forged one costs its victim a reply saying so, and a subscribe mail to come back.
+  click, some marked ``Auto-Submitted``. Whichever way it came, a mail that ends an active
+  subscription earns its reader a notice with a come-back link, so a forged one always costs
+  its victim a mail and one click, never their digests unawares.
 - Replies go to the From address only (never to Reply-To, which would hand the links to a
   forger), at most ``[inbound] replies_per_hour`` to one address and ``REPLIES_PER_MINUTE``
-  in all. Mail that is automatic (Auto-Submitted, a bounce, a mailing list, Precedence bulk,
-  a robot sender, our own replies) is never answered (RFC 3834).
+  in all. A reply never quotes the mail (its keywords, its other lines): whoever forged the
+  From would have it carry their words to that address. Mail that is automatic
+  (Auto-Submitted, a bounce, a mailing list, Precedence bulk, a robot sender, our own replies)
+  is never answered (RFC 3834), but for the notice of an automatic unsubscribe.
 
 Mail to a signed bounce address (:mod:`digest.delivery.bounces`) is a report on a digest: it is
 applied to its delivery and never answered.
@@ -71,15 +77,15 @@ from digest.delivery import bounces
 from digest.delivery.bounces import delivery_of
 from digest.delivery.transports import Envelope as MailEnvelope
 from digest.delivery.transports import Mailroom, mailroom_for
-from digest.errors import DigestError, SendError, SubscriberError
+from digest.errors import DigestError, SendError, SubscriberError, TooManyRequests
 from digest.keywords import MAX_KEYWORD_LIST_CHARS
-from digest.links import confirm_url, links_for
+from digest.links import confirm_url, links_for, resubscribe_url
 from digest.mailer import new_message_id
 from digest.models import utcnow
 from digest.render import one_line
 from digest.resources import templates_dir
 from digest.sink import free_port
-from digest.subscriptions import WEEKDAYS, Interests, Outgoing
+from digest.subscriptions import WEEKDAYS, Interests, Origin, Outgoing
 from digest.tokens import MAX_AGE
 
 log = logging.getLogger("digest.inbound")
@@ -161,7 +167,8 @@ class Command:
 
 @dataclasses.dataclass(frozen=True, kw_only=True)
 class Commands:
-    """The commands a mail carries, and (when it has none) the lines that were not commands."""
+    """The commands a mail carries, and (when it has none) the first lines that were not
+    commands (counted in the log; never quoted back)."""
 
     found: tuple[Command, ...]
     unknown: tuple[str, ...] = ()
@@ -447,7 +454,6 @@ class Reply:
     action_url: str | None = None
     action_label: str = ""
     action_note: str | None = None
-    unknown: list[str] = dataclasses.field(default_factory=list)
     show_help: bool = False
     footer: str = "If you did not send it, ignore this reply: nothing was changed."
     outgoing: Outgoing | None = None  # the confirmation slot this reply holds
@@ -506,10 +512,7 @@ def wanted_changes(commands: Commands, *, role: Role) -> _Wanted:
         elif c.verb == "weekly":
             day = _ON.sub("", c.argument.lower().rstrip(".")).removesuffix("s")
             if day and day not in _DAYS:
-                problems.append(
-                    f"weekly: {one_line(c.argument, 30)!r} is not a day of the week; "
-                    "write e.g. weekly friday"
-                )
+                problems.append("weekly: that is not a day of the week; write e.g. weekly friday")
             frequency, weekday = "weekly", _DAYS.get(day) if day else None
     joined = ", ".join(keywords) if keywords else None
     lists: tuple[tuple[subscriptions.KeywordField, str], ...] = (
@@ -614,13 +617,16 @@ class CommandProcessor:
         why = automatic(msg, mail.mail_from, own=self.own)
         sender = _address_in(msg, "From")
         if why is not None:
-            # An automatic unsubscribe (a provider acting on List-Unsubscribe) is still one.
+            # An automatic unsubscribe (a provider acting on List-Unsubscribe) is still one. It
+            # is not answered, but an active reader it ends is told (the From can be forged).
             if (
                 role == "unsubscribe"
                 and sender
                 and _header(msg, "Auto-Submitted").lower().startswith("auto-generated")
             ):
-                self._unsubscribe(sender)
+                notice = self._unsubscribe(sender, automatic=True)
+                if notice is not None:
+                    self.send(sender, notice, from_addr=reply_from, original=None)
             log.info(
                 "event=ignored reason=%r mail_from=%r from=%r peer=%s",
                 why,
@@ -635,10 +641,11 @@ class CommandProcessor:
         commands = read_commands(_header(msg, "Subject"), message_text(msg), role=role)
         reply = self.execute(sender, commands, role=role)
         log.info(
-            "event=commands from=%s role=%s verbs=%s reply=%r",
+            "event=commands from=%s role=%s verbs=%s other_lines=%d reply=%r",
             sender,
             role,
             ",".join(c.verb for c in commands.found) or "-",
+            len(commands.unknown),
             reply.headline if reply else None,
         )
         if reply is not None:
@@ -658,7 +665,6 @@ class CommandProcessor:
                 subject=f"{self.site} email commands",
                 headline="Your mail had no command",
                 lines=["Nothing was done. These are the commands this address understands."],
-                unknown=list(commands.unknown),
             )
         if reply is not None:
             reply.show_help = reply.show_help or "help" in verbs or not commands.found
@@ -669,31 +675,61 @@ class CommandProcessor:
                 )
         return reply
 
-    def _unsubscribe(self, sender: str, *, ignored: bool = False) -> Reply:
-        # By address, with no link: what RFC 2369's List-Unsubscribe mailto promises.
+    def _unsubscribe(
+        self, sender: str, *, ignored: bool = False, automatic: bool = False
+    ) -> Reply | None:
+        """Unsubscribe by address, with no link (what RFC 2369's List-Unsubscribe mailto
+        promises), and say so; for ``automatic`` mail, only a notice to an active reader it
+        ended (None otherwise)."""
         try:
-            ended = subscriptions.unsubscribe(self.engine, sender, now=self.clock())
+            ended = subscriptions.unsubscribe_address(self.engine, sender, now=self.clock())
         except SubscriberError:  # no subscriber has this address
-            ended = False
+            ended = None
+        if automatic and ended != "active":
+            return None
         commands = self.settings.inbound.address
-        if not ended:
+        if ended is None:
             return Reply(
                 subject=f"Your {self.site} subscription",
                 headline="There was nothing to unsubscribe",
                 lines=[f"{sender} has no {self.site} subscription."],
             )
-        lines = [f"{sender} gets no more {self.site} digests."]
+        if automatic:
+            lines = [
+                f"A mail to our unsubscribe address, sent automatically (by your mail provider "
+                f"or a program, perhaps), stopped the {self.site} digests of {sender}."
+            ]
+        else:
+            lines = [f"{sender} gets no more {self.site} digests."]
         if ignored:
             lines.append("The other commands in your mail were ignored: unsubscribe comes first.")
-        lines.append(
-            f"Changed your mind? Send “subscribe” to {commands} and confirm with the link "
-            "in the reply."
-        )
+        row = subscriptions.find(self.engine, sender) if ended == "active" else None
+        if row is None:
+            lines.append(
+                f"Changed your mind? Send “subscribe” to {commands} and confirm with the link "
+                "in the reply."
+            )
+            return Reply(
+                subject=f"You are unsubscribed from {self.site}",
+                headline="You are unsubscribed",
+                lines=lines,
+                footer=f"If you did not ask for this, send “subscribe” to {commands} to come back.",
+            )
+        # A reader whose digests it stopped: the sender of a mail can be forged, so one click
+        # brings them back as they were.
+        days = (MAX_AGE["resubscribe"] or 0) // 86400
         return Reply(
             subject=f"You are unsubscribed from {self.site}",
             headline="You are unsubscribed",
             lines=lines,
-            footer=f"If you did not ask for this, send “subscribe” to {commands} to come back.",
+            action_url=resubscribe_url(self.settings, row),
+            action_label="Subscribe again",
+            action_note=f"The link works for {days} days; it brings back your keywords and "
+            "schedule as they were."
+            if days
+            else None,
+            footer="If you did not ask for this, the link above brings your digests back: "
+            "the sender of a mail can be forged.",
         )
 
     def _defaults(self) -> Interests:
@@ -758,13 +794,25 @@ class CommandProcessor:
                 lines=[f"Your mail had a problem, so nothing was done: {e}."],
                 show_help=True,
             )
-        outgoing = subscriptions.request(
-            self.engine,
-            sender,
-            interests,
-            now=self.clock(),
-            interval_seconds=self.settings.web.confirm_interval_seconds,
+        origin = Origin(
+            channel="mail",
+            key=subscriptions.domain_origin(sender),
+            per_hour=self.settings.inbound.subscribe_per_domain_per_hour,
+            total_per_hour=self.settings.web.subscribe_per_hour,
         )
+        try:
+            outgoing = subscriptions.request(
+                self.engine,
+                sender,
+                interests,
+                now=self.clock(),
+                interval_seconds=self.settings.web.confirm_interval_seconds,
+                origin=origin,
+            )
+        except TooManyRequests as e:
+            # No reply: the cap is there to stop the mail a flood of forged senders would earn.
+            log.warning("event=throttled to=%s reason=subscribe-cap detail=%r", sender, str(e))
+            return None
         if outgoing is None:
             # A link went to this address moments ago: say nothing new (a flood of forged
             # mails gets one mail through, like the web form).
@@ -780,9 +828,9 @@ class CommandProcessor:
                 headline="Confirm your subscription",
                 lines=[
                     f"Someone, hopefully you, asked by mail for {self.site} digests at {sender}. "
-                    "Nothing is sent until the address is confirmed."
+                    "Nothing is sent until the address is confirmed: the link shows what was "
+                    "asked for, and a button to confirm it."
                 ],
-                interests=interests_shown(interests),
                 action_url=confirm_url(self.settings, fresh),
                 action_label="Confirm subscription",
                 action_note=f"The link works for {days} days." if days else None,
@@ -798,7 +846,7 @@ class CommandProcessor:
             lines = [
                 "Your subscription was not changed. The sender of a mail can be forged, so an "
                 "active subscription is changed only on its preferences page, whose link only "
-                "you receive. Your mail asked for:"
+                "you receive: make the change there."
             ]
         return Reply(
             subject=f"Your {self.site} subscription",
@@ -806,7 +854,7 @@ class CommandProcessor:
             if interests == current
             else "Change it on your preferences page",
             lines=lines,
-            interests=interests_shown(interests),
+            interests=interests_shown(current),
             action_url=preferences,
             action_label="Open your preferences",
             outgoing=outgoing,

@@ -1,7 +1,9 @@
-"""The signed links mail carries for a reader: unsubscribe, preferences, view in browser, confirm.
+"""The signed links mail carries for a reader: unsubscribe, preferences, view in browser, confirm,
+come back.
 
 Each link's token names one purpose and one subscriber at one token version
-(:mod:`digest.tokens`): bumping the version revokes every link the reader holds.
+(:mod:`digest.tokens`): bumping the version revokes every link the reader holds but the
+unsubscribe ones (:func:`digest.subscriptions.link_holds`).
 """
 
 from __future__ import annotations
@@ -60,3 +62,14 @@ def confirm_url(settings: Settings, subscriber: LinkFields) -> str:
         version=subscriber.token_version,
     )
     return f"{settings.site.base_url.rstrip('/')}/confirm/{token}"
+
+
+def resubscribe_url(settings: Settings, subscriber: LinkFields) -> str:
+    """The signed link that brings back a reader a mail unsubscribed (forged or not)."""
+    token = make_token(
+        settings.secret_key,
+        "resubscribe",
+        subscriber_id=subscriber.id or 0,
+        version=subscriber.token_version,
+    )
+    return f"{settings.site.base_url.rstrip('/')}/resubscribe/{token}"

@@ -149,3 +149,15 @@ class Run(SQLModel, table=True):
     finished_at: datetime | None = _when()
     counts: dict[str, int] = Field(default_factory=dict, sa_column=Column(JSON, nullable=False))
     errors: list[str] = Field(default_factory=list, sa_column=Column(JSON, nullable=False))
+
+
+class SubscribeRequest(SQLModel, table=True):
+    """A subscribe request that may earn a mail, counted against the hourly caps on requests
+    from its origin (a web client's address, a mail's sender domain) and in all."""
+
+    __table_args__ = (Index("ix_subscriberequest_origin", "channel", "origin", "at"),)
+
+    id: int | None = Field(default=None, primary_key=True)
+    at: datetime = _when(index=True, default_now=True)
+    channel: str = Field(max_length=10)  # web | mail
+    origin: str = Field(max_length=100)

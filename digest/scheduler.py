@@ -1,4 +1,5 @@
-"""The schedule `digest serve` keeps: ingest on a cron, and a delivery tick every minute.
+"""The schedule `digest serve` keeps: ingest on a cron, a delivery tick every minute, and an
+hourly purge of unconfirmed subscriptions and old subscribe-request counts.
 
 The jobs live in APScheduler's memory store; nothing about what is due is kept there. Each tick
 recomputes it from the subscriber and delivery tables (:func:`digest.delivery.plan_due`), and on
@@ -17,7 +18,7 @@ from apscheduler.triggers.cron import CronTrigger
 from apscheduler.triggers.interval import IntervalTrigger
 from sqlalchemy.engine import Engine
 
-from digest import delivery
+from digest import delivery, subscriptions
 from digest.config import Settings
 from digest.delivery import Mailroom
 from digest.ingest import ingest, specs_from
@@ -26,6 +27,8 @@ from digest.render import Renderer
 from digest.runs import last_run
 
 log = logging.getLogger("digest.scheduler")
+
+PURGE_SECONDS = 3600
 
 
 def ingest_trigger(settings: Settings) -> CronTrigger:
@@ -84,6 +87,17 @@ def tick(
     return report
 
 
+def purge(engine: Engine, settings: Settings, *, now: datetime | None = None) -> tuple[int, int]:
+    """The purge job: unconfirmed subscriptions past ``[web] pending_days`` (a bounded batch;
+    the next run takes the rest) and the subscribe-request rows no cap counts any more; the
+    numbers deleted."""
+    now = now or utcnow()
+    pending = subscriptions.purge_pending(engine, now=now, days=settings.web.pending_days)
+    requests = subscriptions.prune_requests(engine, now=now)
+    log.info("event=purge pending=%d requests=%d", pending, requests)
+    return pending, requests
+
+
 def build_scheduler(
     settings: Settings,
     engine: Engine,
@@ -92,9 +106,9 @@ def build_scheduler(
     mailroom: Mailroom | None = None,
     stop: threading.Event | None = None,
 ) -> BackgroundScheduler:
-    """A scheduler (not started) with the ingest cron and the delivery tick; the tick's mail
-    goes through ``mailroom``, which must run while the scheduler does (default: the settings'
-    own, started for each send)."""
+    """A scheduler (not started) with the ingest cron, the delivery tick and the purge; the
+    tick's mail goes through ``mailroom``, which must run while the scheduler does (default:
+    the settings' own, started for each send)."""
     scheduler = BackgroundScheduler(
         timezone=settings.zone,
         job_defaults={"coalesce": True, "max_instances": 1, "misfire_grace_time": 3600},
@@ -120,5 +134,13 @@ def build_scheduler(
         id="deliver",
         name="delivery tick",
         next_run_time=now + timedelta(seconds=5),
+    )
+    scheduler.add_job(
+        purge,
+        IntervalTrigger(seconds=PURGE_SECONDS, timezone=settings.zone),
+        args=(engine, settings),
+        id="purge",
+        name="purge",
+        next_run_time=now + timedelta(seconds=30),
     )
     return scheduler

@@ -9,6 +9,7 @@ from sqlalchemy import func
 from sqlalchemy.engine import Engine
 from sqlmodel import Session, col, select
 
+from digest import subscriptions
 from digest.config import Settings
 from digest.delivery.planning import Due, due, reader_zone
 from digest.models import Delivery, Run, Source, Subscriber
@@ -29,6 +30,7 @@ class Overview:
     next_retry: datetime | None
     next_ingest: datetime | None
     next_tick: datetime
+    requests: subscriptions.RequestCounts  # subscribe requests in the last hour (the caps)
 
 
 def overview(engine: Engine, settings: Settings, *, now: datetime) -> Overview:
@@ -75,6 +77,7 @@ def overview(engine: Engine, settings: Settings, *, now: datetime) -> Overview:
         next_retry=waiting[1],
         next_ingest=ingest_trigger(settings).get_next_fire_time(None, now),
         next_tick=now + timedelta(seconds=settings.scheduler.tick_seconds),
+        requests=subscriptions.request_counts(engine, now=now),
     )
 
 
@@ -141,3 +144,28 @@ def _verdict(sub: Subscriber, this: Delivery | None, when: Due) -> str:
             )
         return f"failed for good after {this.attempts} attempts: {this.last_error}"
     return f"{this.status}: edition {current} is in the outbox"
+
+
+def caps_lines(counts: subscriptions.RequestCounts, settings: Settings) -> list[str]:
+    """What `digest status` says of the caps on subscribe requests: the last hour against each."""
+    web, inbound = settings.web, settings.inbound
+    channels = ", ".join(f"{channel} {n}" for channel, n in sorted(counts.by_channel.items()))
+    lines = [
+        f"Subscribe requests in the last hour: {counts.total} of {web.subscribe_per_hour}"
+        + (f" ({channels})" if channels else "")
+        + f"; caps: {web.subscribe_per_client_per_hour} per web client, "
+        f"{inbound.subscribe_per_domain_per_hour} per mail domain"
+        + (" — every new request is refused" if counts.total >= web.subscribe_per_hour else "")
+    ]
+    caps = {
+        "web": web.subscribe_per_client_per_hour,
+        "mail": inbound.subscribe_per_domain_per_hour,
+    }
+    busiest = []
+    for channel, origin, n in counts.busiest:
+        full = n >= caps.get(channel, n + 1)
+        busiest.append(f"{origin} ({channel}) {n}" + (" — at its cap" if full else ""))
+    if busiest:
+        lines.append("  busiest: " + "; ".join(busiest))
+    return lines
+

@@ -1,4 +1,5 @@
-"""Signed links: a token names one purpose and one subscriber, and dies with its token version."""
+"""Signed links: a token names one purpose and one subscriber, and dies with its token version
+(except an unsubscribe link: :func:`digest.subscriptions.link_holds`)."""
 
 from __future__ import annotations
 
@@ -13,7 +14,7 @@ from itsdangerous.encoding import base64_encode, int_to_bytes
 
 from digest.errors import DigestError
 
-Purpose = Literal["confirm", "unsubscribe", "preferences", "view"]
+Purpose = Literal["confirm", "unsubscribe", "preferences", "view", "resubscribe"]
 
 # How long each kind of link stays good, in seconds (None: until the token version changes).
 MAX_AGE: dict[str, int | None] = {
@@ -21,6 +22,8 @@ MAX_AGE: dict[str, int | None] = {
     "unsubscribe": None,
     "preferences": None,
     "view": None,
+    # the come-back link in the notice a mail unsubscribe earns
+    "resubscribe": 30 * 24 * 3600,
 }
 
 

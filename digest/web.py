@@ -1,5 +1,6 @@
-"""The web app: subscribe (double opt-in), confirm, preferences, one-click unsubscribe, view a
-sent digest in the browser, and the public archive with its Atom feed.
+"""The web app: subscribe (double opt-in), confirm, preferences, one-click unsubscribe, come back
+after a mail unsubscribed you, view a sent digest in the browser, and the public archive with its
+Atom feed.
 
 :func:`create_app` builds a Starlette app from settings and an engine; nothing is global, so
 each test builds its own. Pages are server-rendered Jinja (autoescaped) and work without
@@ -7,15 +8,21 @@ JavaScript; ``/static/site.js`` only adds the browser's time zone and the live r
 
 Every link a reader gets in mail carries a signed token (:mod:`digest.tokens`) naming one
 purpose and one subscriber at one token version: a tampered, expired, wrong-purpose or revoked
-token gets a 4xx page and changes nothing. Forms carry a signed double-submit CSRF token; the
-RFC 8058 one-click unsubscribe POST needs none. Request bodies are bounded, and every response
-carries a Content-Security-Policy that allows scripts from this site only.
+token gets a 4xx page and changes nothing (an unsubscribe link outlives a revocation:
+:func:`digest.subscriptions.link_holds`). A GET never changes anything, since mail scanners
+open every link: a link that acts (confirm, come back, unsubscribe) shows a page whose button
+POSTs, and the signed token is that POST's authority, as for the RFC 8058 one-click
+unsubscribe; the other forms carry a signed double-submit CSRF token. Tokens never reach the
+access log (:class:`AccessLogFilter`). Request bodies are bounded, and every response carries a
+Content-Security-Policy that allows scripts from this site only.
 
 The subscription rules (double opt-in, limits, what a link may change) live in
 :mod:`digest.subscriptions`; this module reads the forms and links and shows the answers.
 Subscribing answers with the same page whatever the address's state (no enumeration) and mails
 in a background task after the response, so its timing says nothing either; at most one mail
-per address goes out per ``[web] confirm_interval_seconds`` (:func:`digest.subscriptions.request`).
+per address goes out per ``[web] confirm_interval_seconds`` (:func:`digest.subscriptions.request`),
+and a client over its hourly cap (or every client, over the cap on all requests) gets 429 with
+the form as it was typed. The live ranking (``/api/rank``) is rate-limited per client too.
 """
 
 from __future__ import annotations
@@ -25,11 +32,13 @@ import dataclasses
 import hashlib
 import hmac
 import logging
+import math
 import re
 import secrets
 import threading
 import time
 import xml.etree.ElementTree as ET
+from collections import OrderedDict
 from collections.abc import AsyncIterator, Callable, Mapping, Sequence
 from datetime import UTC, date, datetime, timedelta
 from pathlib import Path
@@ -66,7 +75,7 @@ from digest import subscriptions
 from digest.config import Settings
 from digest.delivery.compose import context_for, doc_of, edition_papers, profile_of
 from digest.delivery.transports import Envelope, Mailroom, mailroom_for
-from digest.errors import DigestError, SendError, SubscriberError
+from digest.errors import DigestError, SendError, SubscriberError, TooManyRequests
 from digest.keywords import MAX_KEYWORD_LIST_CHARS, parse_keywords
 from digest.links import confirm_url, links_for
 from digest.mailer import build_message, new_message_id
@@ -74,7 +83,7 @@ from digest.models import Delivery, Paper, Subscriber, utcnow
 from digest.ranking import Index, Profile, Ranked
 from digest.render import ConfirmContext, Renderer, short_authors
 from digest.resources import templates_dir
-from digest.subscriptions import MAX_PAPERS, WEEKDAYS, Interests, Outgoing
+from digest.subscriptions import MAX_PAPERS, WEEKDAYS, Interests, Origin, Outgoing
 from digest.tokens import MAX_AGE, Purpose, TokenError, read_token
 
 log = logging.getLogger("digest.web")
@@ -85,6 +94,8 @@ MAX_FORM_FIELDS = 40
 TOP_PAPERS = 8
 RANK_LIMIT_DEFAULT = 10
 RANK_CACHE_SECONDS = 300.0
+RANK_RESULTS_CACHED = 256  # keyword lists whose ranking each edition index keeps
+RATE_CLIENTS = 10_000  # clients the in-memory rate limit remembers
 ARCHIVE_DAYS = 14
 ARCHIVE_PER_DAY = 5
 CSRF_MAX_AGE = 2 * 24 * 3600
@@ -194,6 +205,100 @@ class BodyLimitMiddleware:
 
 
 # ---------------------------------------------------------------------------------------------
+# the access log and the rate limit of the live ranking
+
+
+# The paths that carry a token: everything after the route's name is the token (and whatever
+# else a client appended); a digest's edition after its token is no secret.
+_TOKEN_ROUTE = re.compile(r"/(confirm|preferences|unsubscribe|resubscribe)/[^?#]*")
+_DIGEST_ROUTE = re.compile(r"/digest/[^/?#]*")
+# A token's own shape (payload.timestamp.signature in URL-safe base64), wherever it appears.
+_TOKEN_SHAPE = re.compile(r"[A-Za-z0-9_-]{2,}\.[A-Za-z0-9_-]{4,}\.[A-Za-z0-9_-]{20,}")
+REDACTED = "<token>"
+
+
+def redact_path(path: str, root_path: str = "") -> str:
+    """A request path (and query) fit for a log: each link's token replaced by ``<token>``."""
+    prefix = ""
+    if root_path and (path == root_path or path.startswith((root_path + "/", root_path + "?"))):
+        prefix, path = root_path, path[len(root_path) :]
+    route = _TOKEN_ROUTE.match(path)
+    if route is not None:
+        path = f"/{route.group(1)}/{REDACTED}" + path[route.end() :]
+    else:
+        digest = _DIGEST_ROUTE.match(path)
+        if digest is not None:
+            path = f"/digest/{REDACTED}" + path[digest.end() :]
+    return _TOKEN_SHAPE.sub(REDACTED, prefix + path)
+
+
+class AccessLogFilter(logging.Filter):
+    """Takes the tokens out of uvicorn's access log (``uvicorn.access``): a token is the key to
+    a reader's subscription, and logs are read, kept and shipped far more widely than mail.
+
+    uvicorn logs each request as ``(client, method, path, http version, status)`` arguments;
+    the path is rewritten by :func:`redact_path` before any handler formats it.
+    """
+
+    def __init__(self, root_path: str = "") -> None:
+        super().__init__()
+        self.root_path = root_path.rstrip("/")
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        """Rewrite the record's path; every record goes on."""
+        args = record.args
+        if isinstance(args, tuple) and len(args) >= 3 and isinstance(args[2], str):
+            record.args = (*args[:2], redact_path(args[2], self.root_path), *args[3:])
+        elif isinstance(record.msg, str) and not args:
+            record.msg = redact_path(record.msg, self.root_path)
+        return True
+
+
+class ClientRateLimiter:
+    """At most ``per_minute`` requests from one client a minute (a bucket of that many that
+    refills at that pace), in this process's memory.
+
+    In memory is enough where nothing is stored or mailed (the live ranking is a read-only
+    preview): what it protects is this process's CPU, so each process counting its own
+    clients is the point, and a restart forgetting them costs nothing.
+    """
+
+    def __init__(self, per_minute: int, *, max_clients: int = RATE_CLIENTS) -> None:
+        self.capacity = float(per_minute)
+        self.rate = per_minute / 60.0
+        self.max_clients = max_clients
+        self._buckets: dict[str, tuple[float, float]] = {}
+        self._lock = threading.Lock()
+
+    def take(self, client: str, now: float) -> float | None:
+        """Take one request for ``client`` at ``now`` (monotonic seconds); None when allowed,
+        else the seconds until one is."""
+        with self._lock:
+            tokens, last = self._buckets.get(client, (self.capacity, now))
+            tokens = min(self.capacity, tokens + (now - last) * self.rate)
+            if tokens < 1.0:
+                self._buckets[client] = (tokens, now)
+                return (1.0 - tokens) / self.rate
+            self._buckets[client] = (tokens - 1.0, now)
+            if len(self._buckets) > self.max_clients:
+                self._forget(now)
+            return None
+
+    def _forget(self, now: float) -> None:
+        # Drop the clients whose bucket has refilled (they are as if new); when a flood from
+        # more clients than that keeps every bucket busy, start over rather than grow.
+        full = [
+            c
+            for c, (tokens, last) in self._buckets.items()
+            if tokens + (now - last) * self.rate >= self.capacity
+        ]
+        for c in full:
+            del self._buckets[c]
+        if len(self._buckets) > self.max_clients:
+            self._buckets.clear()
+
+
+# ---------------------------------------------------------------------------------------------
 # the web app's mail
 
 
@@ -208,7 +313,8 @@ def confirmation_message(
             base_url=settings.site.base_url,
             recipient=subscriber.email,
             confirm_url=confirm_url(settings, subscriber),
-            keywords=tuple(subscriber.keywords),
+            # Never what the request typed: anyone may type anything for any address, and the
+            # mail would carry it to that address. The mail says only what to click.
             expires_note=f"The link works for {days} days." if days else None,
         )
     )
@@ -389,6 +495,13 @@ class LinkError(DigestError):
 
 def subscriber_for(engine: Engine, secret: str, purpose: Purpose, token: str) -> Subscriber:
     """The subscriber a token names, or LinkError when it is bad, expired or revoked."""
+    return read_link(engine, secret, purpose, token)[0]
+
+
+def read_link(engine: Engine, secret: str, purpose: Purpose, token: str) -> tuple[Subscriber, bool]:
+    """The subscriber a token names and whether the token is at their current token version
+    (only an unsubscribe link may be older: subscriptions.link_holds); LinkError when it is
+    bad, expired or revoked."""
     try:
         subscriber_id, version = read_token(secret, purpose, token)
     except TokenError as e:
@@ -410,13 +523,13 @@ def subscriber_for(engine: Engine, secret: str, purpose: Purpose, token: str) ->
             status=400,
             title="This link is not valid",
         )
-    if row.token_version != version:
+    if not subscriptions.link_holds(purpose, row, version):
         raise LinkError(
             "It has been revoked. Use the links in your most recent digest.",
             status=410,
             title="This link is no longer valid",
         )
-    return row
+    return row, version == row.token_version
 
 
 # ---------------------------------------------------------------------------------------------
@@ -466,13 +579,18 @@ class _EditionIndex:
     built: float
     index: Index | None = None  # built at the first ranking: the home page needs none
     lock: threading.Lock = dataclasses.field(default_factory=threading.Lock)
+    # what recent keyword lists picked: the live list asks the same few again and again
+    results: OrderedDict[tuple[tuple[str, ...], tuple[str, ...], int], list[PaperView]] = (
+        dataclasses.field(default_factory=OrderedDict)
+    )
 
 
 class EditionRanker:
     """The current edition's papers and ranking index, rebuilt every few minutes.
 
     Rebuilding also drops the index's cache of compiled keywords, which the public ranking
-    API would otherwise grow without bound.
+    API would otherwise grow without bound. Each index keeps the picks of the last
+    ``RANK_RESULTS_CACHED`` keyword lists, so a list asked for again costs no ranking.
     """
 
     def __init__(
@@ -516,17 +634,21 @@ class EditionRanker:
         cur = self.get(now)
         if not keywords:
             return cur.edition, len(cur.papers), []
-        profile = Profile(id=0, keywords=tuple(keywords), exclude=tuple(exclude), limit=limit)
+        key = (tuple(keywords), tuple(exclude), limit)
         with cur.lock:  # the index fills its keyword caches as it ranks and explains
-            if cur.index is None:
-                cur.index = Index.build([doc_of(p) for p in cur.papers.values()])
-            [(_, ranked)] = list(cur.index.rank([profile]))
-            views = [paper_view(cur.papers[r.key], r.reason()) for r in ranked]
-        return (
-            cur.edition,
-            len(cur.papers),
-            views,
-        )
+            views = cur.results.get(key)
+            if views is not None:
+                cur.results.move_to_end(key)
+            else:
+                if cur.index is None:
+                    cur.index = Index.build([doc_of(p) for p in cur.papers.values()])
+                profile = Profile(id=0, keywords=key[0], exclude=key[1], limit=limit)
+                [(_, ranked)] = list(cur.index.rank([profile]))
+                views = [paper_view(cur.papers[r.key], r.reason()) for r in ranked]
+                cur.results[key] = views
+                if len(cur.results) > RANK_RESULTS_CACHED:
+                    cur.results.popitem(last=False)
+        return cur.edition, len(cur.papers), list(views)
 
 
 @dataclasses.dataclass(frozen=True, kw_only=True)
@@ -681,6 +803,7 @@ class WebApp:
             settings.digest.timezone if settings.digest.timezone in self.zones else "UTC"
         )
         self._csrf = URLSafeTimedSerializer(settings.secret_key, salt="digest.csrf")
+        self.rank_limiter = ClientRateLimiter(settings.web.rank_per_client_per_minute)
 
     # rendering
 
@@ -862,14 +985,19 @@ class WebApp:
                 autodetect=False,
             )
         now = self.clock()
-        outgoing = await run_in_threadpool(
-            subscriptions.request,
-            self.engine,
-            result.email,
-            result.interests,
-            now=now,
-            interval_seconds=self.settings.web.confirm_interval_seconds,
-        )
+        try:
+            outgoing = await run_in_threadpool(
+                subscriptions.request,
+                self.engine,
+                result.email,
+                result.interests,
+                now=now,
+                interval_seconds=self.settings.web.confirm_interval_seconds,
+                origin=self.origin(request),
+            )
+        except TooManyRequests as e:
+            log.warning("subscribe request refused: %s", e)
+            return await self.too_many(request, e, values=result.values)
         response = self.page(
             request,
             "check_inbox.html.j2",
@@ -879,6 +1007,41 @@ class WebApp:
         if outgoing is not None:
             # After the response: its timing must not tell a new address from a known one.
             response.background = BackgroundTask(self.send_outgoing, outgoing)
+        return response
+
+    def origin(self, request: Request) -> Origin:
+        """Where a subscribe request comes from: the client uvicorn names (behind a proxy, the
+        one X-Forwarded-For names, from [web] forwarded_allow_ips), and its caps."""
+        web = self.settings.web
+        return Origin(
+            channel="web",
+            key=subscriptions.client_origin(request.client.host if request.client else None),
+            per_hour=web.subscribe_per_client_per_hour,
+            total_per_hour=web.subscribe_per_hour,
+        )
+
+    async def too_many(
+        self, request: Request, e: TooManyRequests, *, values: Mapping[str, str]
+    ) -> Response:
+        """429: the form again, as it was typed, saying when to try again."""
+        minutes = max(1, math.ceil(e.retry_after / 60))
+        when = f"{minutes} minute{'' if minutes == 1 else 's'}"
+        who = "from your network " if e.scope == "origin" else ""
+        edition, top = await run_in_threadpool(self.ranker.top, self.clock())
+        response = self.form_page(
+            request,
+            "index.html.j2",
+            status=429,
+            values=values,
+            errors={
+                "form": f"Too many subscription requests have come {who}in the last hour, so "
+                f"this one was not sent. Please try again in about {when}."
+            },
+            edition=edition,
+            top=top,
+            autodetect=False,
+        )
+        response.headers["retry-after"] = str(e.retry_after)
         return response
 
     def send_outgoing(self, outgoing: Outgoing) -> None:
@@ -921,23 +1084,8 @@ class WebApp:
         """The answer to a link revoked between its page and the POST: nothing was changed."""
         return self.error_page(request, 410, "This link is no longer valid", "It was revoked.")
 
-    def confirm_page(self, request: Request) -> Response:
-        """Activate a pending subscription from the link in the confirmation mail."""
-        try:
-            row = subscriber_for(
-                self.engine, self.settings.secret_key, "confirm", request.path_params["token"]
-            )
-        except LinkError as e:
-            return self._link_error(request, e)
-        status = subscriptions.confirm(self.engine, row, now=self.clock())
-        if status != "active":
-            return self.error_page(
-                request,
-                410,
-                "This subscription has ended",
-                "This address was unsubscribed after the link was sent. To get digests again, "
-                "subscribe from the home page.",
-            )
+    def _subscribed(self, request: Request, row: Subscriber) -> HTMLResponse:
+        """The page of an active subscription: when it comes, and the preferences link."""
         links = links_for(self.settings, row, None)
         return self.page(
             request,
@@ -945,6 +1093,91 @@ class WebApp:
             private=True,
             subscriber=row,
             preferences_url=_path_of(links.preferences),
+            schedule=_schedule(row),
+        )
+
+    def _ended(self, request: Request) -> HTMLResponse:
+        return self.error_page(
+            request,
+            410,
+            "This subscription has ended",
+            "This address was unsubscribed after the link was sent. To get digests again, "
+            "subscribe from the home page.",
+        )
+
+    async def confirm(self, request: Request) -> Response:
+        """GET: a page with a button (changes nothing: mail scanners open links); POST:
+        activate the pending subscription. The signed token is the POST's authority."""
+        try:
+            row = await run_in_threadpool(
+                subscriber_for,
+                self.engine,
+                self.settings.secret_key,
+                "confirm",
+                request.path_params["token"],
+            )
+        except LinkError as e:
+            return self._link_error(request, e)
+        if request.method == "POST":
+            status = await run_in_threadpool(
+                subscriptions.confirm, self.engine, row, now=self.clock()
+            )
+            if status == "pending":  # revoked between the page and the POST
+                return self._revoked(request)
+            if status != "active":
+                return self._ended(request)
+            fresh = await run_in_threadpool(subscriptions.by_id, self.engine, row.id or 0) or row
+            return self._subscribed(request, fresh)
+        if row.status == "active":
+            return self._subscribed(request, row)
+        if row.status != "pending":
+            return self._ended(request)
+        return self.page(
+            request,
+            "confirm.html.j2",
+            private=True,
+            kind="confirm",
+            subscriber=row,
+            schedule=_schedule(row),
+        )
+
+    async def resubscribe(self, request: Request) -> Response:
+        """The come-back link of the notice a mail unsubscribe earns. GET: a page with a button
+        (changes nothing); POST: the reader is active again, as before."""
+        try:
+            row = await run_in_threadpool(
+                subscriber_for,
+                self.engine,
+                self.settings.secret_key,
+                "resubscribe",
+                request.path_params["token"],
+            )
+        except LinkError as e:
+            return self._link_error(request, e)
+        if row.status == "unsubscribed" and request.method == "POST":
+            status = await run_in_threadpool(
+                subscriptions.resubscribe, self.engine, row, now=self.clock()
+            )
+            if status == "unsubscribed":  # revoked between the page and the POST
+                return self._revoked(request)
+            back = await run_in_threadpool(subscriptions.by_id, self.engine, row.id or 0)
+            row = back or row
+        if row.status == "active":
+            return self._subscribed(request, row)
+        if row.status != "unsubscribed":
+            return self.error_page(
+                request,
+                410,
+                "This link cannot bring the subscription back",
+                "The subscription has changed since the link was sent. To get digests, "
+                "subscribe from the home page.",
+            )
+        return self.page(
+            request,
+            "confirm.html.j2",
+            private=True,
+            kind="resubscribe",
+            subscriber=row,
             schedule=_schedule(row),
         )
 
@@ -1015,7 +1248,11 @@ class WebApp:
         )
 
     async def unsubscribe(self, request: Request) -> Response:
-        """GET: a page with a button (changes nothing); POST: unsubscribe (form or RFC 8058)."""
+        """GET: a page with a button (changes nothing); POST: unsubscribe (form or RFC 8058).
+
+        A link from before a revocation still unsubscribes, but its pages show neither the
+        address nor a link to the preferences: it may be in other hands now.
+        """
         token = request.path_params["token"]
         one_click = False
         form: dict[str, str] = {}
@@ -1026,8 +1263,8 @@ class WebApp:
                 form = await self.read_form(request)
                 one_click = form.get(ONE_CLICK[0]) == ONE_CLICK[1]
         try:
-            row = await run_in_threadpool(
-                subscriber_for, self.engine, self.settings.secret_key, "unsubscribe", token
+            row, current = await run_in_threadpool(
+                read_link, self.engine, self.settings.secret_key, "unsubscribe", token
             )
         except LinkError as e:
             return self._link_error(request, e)
@@ -1044,17 +1281,24 @@ class WebApp:
                 await run_in_threadpool(
                     subscriptions.unsubscribe, self.engine, row, now=self.clock()
                 )
-            except SubscriberError:
+            except SubscriberError:  # the subscriber is gone
                 return self._revoked(request)
-            return self.page(request, "unsubscribed.html.j2", private=True, subscriber=row)
+            return self.page(
+                request, "unsubscribed.html.j2", private=True, subscriber=row, current=current
+            )
         if row.status == "unsubscribed":
-            return self.page(request, "unsubscribed.html.j2", private=True, subscriber=row)
-        preferences_url = _path_of(links_for(self.settings, row, None).preferences)
+            return self.page(
+                request, "unsubscribed.html.j2", private=True, subscriber=row, current=current
+            )
+        preferences_url = (
+            _path_of(links_for(self.settings, row, None).preferences) if current else None
+        )
         return self.page(
             request,
             "unsubscribe.html.j2",
             private=True,
             subscriber=row,
+            current=current,
             preferences_url=preferences_url,
         )
 
@@ -1148,7 +1392,17 @@ class WebApp:
         return Response(body, media_type="application/atom+xml; charset=utf-8")
 
     def api_rank(self, request: Request) -> Response:
-        """JSON: what these keywords would pick from the current edition."""
+        """JSON: what these keywords would pick from the current edition; 429 past the
+        client's share ([web] rank_per_client_per_minute)."""
+        client = subscriptions.client_origin(request.client.host if request.client else None)
+        wait = self.rank_limiter.take(client, time.monotonic())
+        if wait is not None:
+            seconds = max(1, math.ceil(wait))
+            return JSONResponse(
+                {"error": f"too many requests: try again in {seconds} s"},
+                status_code=429,
+                headers={"retry-after": str(seconds), "cache-control": "no-store"},
+            )
         raw_keywords = request.query_params.get("keywords", "")
         raw_exclude = request.query_params.get("exclude", "")
         fields: tuple[tuple[subscriptions.KeywordField, str], ...] = (
@@ -1195,7 +1449,14 @@ class WebApp:
             "User-agent: *",
             *(
                 f"Disallow: {p}/"
-                for p in ("/confirm", "/preferences", "/unsubscribe", "/digest", "/api")
+                for p in (
+                    "/confirm",
+                    "/resubscribe",
+                    "/preferences",
+                    "/unsubscribe",
+                    "/digest",
+                    "/api",
+                )
             ),
         ]
         return PlainTextResponse("\n".join(lines) + "\n")
@@ -1287,7 +1548,8 @@ def create_app(
         Route("/", web.index, methods=["GET"]),
         Route("/subscribe", web.subscribe_post, methods=["POST"]),
         Route("/subscribe", web.subscribe_get, methods=["GET"]),
-        Route("/confirm/{token}", web.confirm_page, methods=["GET"]),
+        Route("/confirm/{token}", web.confirm, methods=["GET", "POST"]),
+        Route("/resubscribe/{token}", web.resubscribe, methods=["GET", "POST"]),
         Route("/preferences/{token}", web.preferences, methods=["GET", "POST"]),
         Route("/unsubscribe/{token}", web.unsubscribe, methods=["GET", "POST"]),
         Route("/digest/{token}/{edition}", web.view_digest, methods=["GET"]),

@@ -53,6 +53,14 @@ def test_unknown_section(tmp_path: Path) -> None:
         ("[database]\nurl = 'subscribers.db'\n", "[database] url"),
         ("[[sources]]\nname = 'x'\n", "location"),
         ("[smtp\nhost = 1", "not valid TOML"),
+        ("[web]\nsubscribe_per_client_per_hour = 0\n", "subscribe_per_client_per_hour: must be at"),
+        ("[web]\nsubscribe_per_hour = 0\n", "[web] subscribe_per_hour: must be at least 1"),
+        ("[web]\nrank_per_client_per_minute = 0\n", "rank_per_client_per_minute: must be at"),
+        ("[web]\npending_days = 3\n", "[web] pending_days: must be at least 7, the days a"),
+        (
+            "[inbound]\nsubscribe_per_domain_per_hour = 0\n",
+            "subscribe_per_domain_per_hour: must be at",
+        ),
     ],
 )
 def test_bad_values_are_named(tmp_path: Path, text: str, needle: str) -> None:

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import os
+import stat
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
@@ -98,3 +100,25 @@ def test_update_rows_sets_values_like_the_orm_and_only_the_rows_named(url: str) 
     assert rows[0].sent_at == rows[2].sent_at == at and rows[1].sent_at is None
     assert [r.id for r in found] == [1, 3]
     engine.dispose()
+
+
+def test_a_new_sqlite_file_is_readable_by_its_owner_only(tmp_path: Path) -> None:
+    """It holds every reader's address: 0600, and so are SQLite's -wal and -shm beside it."""
+    path = tmp_path / "new.db"
+    previous = os.umask(0o022)  # the usual umask, which would make the file world-readable
+    try:
+        engine = make_engine(f"sqlite:///{path}")
+        with Session(engine) as session:
+            session.add(Subscriber(email="ada@example.org", keywords=["llm"]))
+            session.commit()
+            files = [path, Path(f"{path}-wal"), Path(f"{path}-shm")]
+            assert all(f.exists() for f in files)
+            modes = {f.name: stat.S_IMODE(os.stat(f).st_mode) for f in files}
+        engine.dispose()
+    finally:
+        os.umask(previous)
+    assert modes == {"new.db": 0o600, "new.db-wal": 0o600, "new.db-shm": 0o600}
+    # An existing file keeps the mode its operator gave it.
+    path.chmod(0o640)
+    make_engine(f"sqlite:///{path}").dispose()
+    assert stat.S_IMODE(os.stat(path).st_mode) == 0o640

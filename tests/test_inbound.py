@@ -217,12 +217,16 @@ def test_subscribe_by_mail_then_confirm_by_the_link(
     asked = message_from_bytes(original, policy=policy.default)["Message-ID"]
     assert reply["In-Reply-To"] == asked and asked in reply["References"]
     assert "Confirm your subscription" in reply["Subject"]
-    assert "llm inference, quantization" in text_of(reply)
-    assert "Friday" in text_of(reply)
+    # The reply says only what to click; the page behind the link shows what was asked for.
+    assert "llm inference" not in text_of(reply) and "survey" not in text_of(reply)
     assert "List-Unsubscribe" not in reply  # a reply, not list mail
 
-    page = web_client.get(urlsplit(link_in(reply, "confirm")).path)
-    assert page.status_code == 200
+    link = urlsplit(link_in(reply, "confirm")).path
+    page = web_client.get(link)
+    assert page.status_code == 200 and "llm inference, quantization" in page.text
+    assert "every Friday" in page.text
+    assert row(engine).status == "pending"  # type: ignore[union-attr]
+    assert web_client.post(link).status_code == 200
     confirmed = row(engine)
     assert confirmed is not None and confirmed.status == "active"
 
@@ -255,7 +259,7 @@ def test_a_subscription_needs_keywords_and_an_empty_one_changes_nothing(
     texts = [text_of(r) for r in replies(inbox)]
     assert len(texts) == 3
     assert all("nothing was done" in t.lower() for t in texts), texts
-    assert "'someday' is not a day of the week" in texts[2]
+    assert "weekly: that is not a day of the week" in texts[2] and "someday" not in texts[2]
 
 
 LONG_LIST = ", ".join(f"{i:02d} " + "w" * 42 for i in range(45))
@@ -297,7 +301,7 @@ def test_an_unsubscribed_reader_can_come_back_by_mail(
     command(server, "subscribe")  # no keywords: their old ones
     sub = row(engine)
     assert sub is not None and sub.status == "pending" and sub.keywords == ["quantization"]
-    assert web_client.get(urlsplit(link_in(replies(inbox)[0], "confirm")).path).status_code == 200
+    assert web_client.post(urlsplit(link_in(replies(inbox)[0], "confirm")).path).status_code == 200
     assert row(engine).status == "active"  # type: ignore[union-attr]
 
 
@@ -319,7 +323,9 @@ def test_an_active_subscription_is_not_changed_by_mail(
     )
     [reply] = replies(inbox)
     text = text_of(reply)
-    assert "was not changed" in text and "forged" in text and "spam, more spam" in text
+    assert "was not changed" in text and "forged" in text
+    assert "spam" not in text and "spam" not in html_of(reply)  # never what the mail typed
+    assert "llm inference" in text  # the reader's own settings
     assert web_client.get(urlsplit(link_in(reply, "preferences")).path).status_code == 200
 
     # The link mail shares the confirmation interval: a forged flood gets one mail through.
@@ -335,7 +341,10 @@ def test_the_confirmation_interval_is_shared_with_the_web_form(
     server: InboundServer, engine: Engine, inbox: list[Any], clock: Clock
 ) -> None:
     interests = subscriptions.make_interests("llm")
-    assert subscriptions.request(engine, ADA, interests, now=clock(), interval_seconds=300)
+    web = subscriptions.Origin(channel="web", key="192.0.2.1", per_hour=5, total_per_hour=100)
+    assert subscriptions.request(
+        engine, ADA, interests, now=clock(), interval_seconds=300, origin=web
+    )
     command(server, "subscribe quantization")
     assert inbox == []
     clock.advance(301)
@@ -346,8 +355,9 @@ def test_the_confirmation_interval_is_shared_with_the_web_form(
 def test_a_subscribe_flood_gets_one_confirmation_per_interval(
     server: InboundServer, engine: Engine, inbox: list[Any], clock: Clock
 ) -> None:
+    """One mail per address per interval (under the sender domain's cap, the next test's)."""
     with smtplib.SMTP(server.host, server.port, timeout=10) as client:
-        for i, sender in enumerate(["ada@example.org", "ADA@Example.org", "ada@EXAMPLE.org"] * 4):
+        for i, sender in enumerate(["ada@example.org", "ADA@Example.org", "ada@EXAMPLE.org"] * 2):
             to = SUBSCRIBE if i % 2 else COMMANDS
             data = compose(sender=sender, to=to, subject="subscribe llm")
             client.sendmail(sender, [to], data)
@@ -363,19 +373,72 @@ def test_a_subscribe_flood_gets_one_confirmation_per_interval(
     assert [e.rcpt_tos for e in inbox] == [[ADA], [ADA]]
 
 
+def capped_server(
+    settings: Settings, engine: Engine, clock: Clock, *, per_domain: int, total: int = 100
+) -> InboundServer:
+    capped = dataclasses.replace(
+        settings,
+        inbound=dataclasses.replace(settings.inbound, subscribe_per_domain_per_hour=per_domain),
+        web=dataclasses.replace(settings.web, subscribe_per_hour=total),
+    )
+    return create_server(capped, engine, clock=clock)
+
+
+def test_subscribe_mails_are_capped_per_sender_domain(
+    mail_settings: Settings, engine: Engine, inbox: list[Any], clock: Clock
+) -> None:
+    """A flood of forged senders at one domain: a few confirmations, then no reply at all."""
+    with capped_server(mail_settings, engine, clock, per_domain=3) as server:
+        for i in range(6):
+            command(server, subject="subscribe FREE PRIZE", sender=f"v{i}@flood.example")
+        command(server, subject="subscribe llm", sender="ada@Other.example")
+        assert sorted(e.rcpt_tos[0] for e in inbox) == [
+            "ada@other.example",
+            "v0@flood.example",
+            "v1@flood.example",
+            "v2@flood.example",
+        ]
+        assert count_rows(engine) == 4
+        clock.advance(3601)
+        command(server, subject="subscribe llm", sender="v5@flood.example")
+    assert len(inbox) == 5 and count_rows(engine) == 5
+
+
+def test_the_cap_on_all_requests_is_shared_with_the_web_form(
+    mail_settings: Settings, engine: Engine, inbox: list[Any], clock: Clock
+) -> None:
+    web = subscriptions.Origin(channel="web", key="192.0.2.1", per_hour=5, total_per_hour=2)
+    subscriptions.request(
+        engine,
+        "web@example.org",
+        subscriptions.make_interests("llm"),
+        now=clock(),
+        interval_seconds=300,
+        origin=web,
+    )
+    with capped_server(mail_settings, engine, clock, per_domain=10, total=2) as server:
+        command(server, subject="subscribe llm", sender="one@example.org")
+        command(server, subject="subscribe llm", sender="two@example.net")
+    assert [e.rcpt_tos for e in inbox] == [["one@example.org"]]
+    assert row(engine, "two@example.net") is None
+
+
 # ---------------------------------------------------------------------------------------------
 # unsubscribe, help, escaping
 
 
 def test_any_mail_to_the_unsubscribe_address_unsubscribes(
-    server: InboundServer, engine: Engine, inbox: list[Any]
+    server: InboundServer, engine: Engine, inbox: list[Any], web_client: TestClient
 ) -> None:
     active(engine)
     send(server, compose(to=UNSUBSCRIBE, subject="unsubscribe"), to=[UNSUBSCRIBE])
     assert row(engine).status == "unsubscribed"  # type: ignore[union-attr]
     [reply] = replies(inbox)
-    assert "unsubscribed" in reply["Subject"] and "subscribe" in text_of(reply)
+    assert "unsubscribed" in reply["Subject"] and "forged" in text_of(reply)
     assert reply["From"].addresses[0].addr_spec == UNSUBSCRIBE
+    # One click brings a reader back (the sender of the mail may have been someone else).
+    assert web_client.post(urlsplit(link_in(reply, "resubscribe")).path).status_code == 200
+    assert row(engine).status == "active"  # type: ignore[union-attr]
 
 
 def test_unsubscribing_by_mail_acts_by_address_whatever_the_links(
@@ -433,30 +496,31 @@ def test_help_lists_the_commands_and_creates_nothing(
     assert count_rows(engine) == 0
 
 
-def test_a_mail_without_commands_is_answered_with_help_quoting_it_escaped(
+def test_a_mail_without_commands_is_answered_with_help_quoting_nothing(
     server: InboundServer, engine: Engine, inbox: list[Any]
 ) -> None:
-    command(server, "Hi! <script>alert(1)</script> please sign me up\n\nAda")
+    """Its From may be forged: the reply must not carry the mail's words to that address."""
+    command(server, "Hi! <script>alert(1)</script> FREE PRIZE http://win.example/now\n\nAda")
     [reply] = replies(inbox)
-    html = html_of(reply)
-    assert "&lt;script&gt;alert(1)&lt;/script&gt;" in html and "<script>" not in html
-    assert "<script>alert(1)</script>" in text_of(reply)  # plain text is plain
+    for part in (html_of(reply), text_of(reply)):
+        assert "alert(1)" not in part and "FREE PRIZE" not in part and "win.example" not in part
     assert "no command" in text_of(reply) and count_rows(engine) == 0
 
 
 def test_markup_in_keywords_comes_back_escaped(
-    server: InboundServer, engine: Engine, inbox: list[Any]
+    server: InboundServer, engine: Engine, inbox: list[Any], web_client: TestClient
 ) -> None:
     keywords = '<img src=x onerror="alert(1)">, <b>bold</b> & "quoted"'
     command(server, subject=f"subscribe {keywords}")
     sub = row(engine)
     assert sub is not None and sub.keywords[0] == '<img src=x onerror="alert(1)">'
     [reply] = replies(inbox)
-    html = html_of(reply)
-    assert "<img src=x" not in html and "<b>bold" not in html
-    assert "&lt;img src=x onerror=&#34;alert(1)&#34;&gt;" in html
-    assert "&lt;b&gt;bold&lt;/b&gt; &amp; &#34;quoted&#34;" in html
-    assert reply["Subject"] == "Confirm your subscription to digest"  # nothing of theirs
+    for part in (html_of(reply), text_of(reply), reply["Subject"]):
+        assert "img" not in part and "bold" not in part  # nothing of theirs
+    page = web_client.get(urlsplit(link_in(reply, "confirm")).path).text
+    assert "<img src=x" not in page and "<b>bold" not in page
+    assert "&lt;img src=x onerror=&#34;alert(1)&#34;&gt;" in page
+    assert "&lt;b&gt;bold&lt;/b&gt; &amp; &#34;quoted&#34;" in page
 
 
 # ---------------------------------------------------------------------------------------------
@@ -670,19 +734,56 @@ def test_bounces_get_no_reply(server: InboundServer, engine: Engine, inbox: list
     assert inbox == [] and row(engine).status == "active"  # type: ignore[union-attr]
 
 
-def test_an_automatic_unsubscribe_is_applied_without_a_reply(
-    server: InboundServer, engine: Engine, inbox: list[Any]
-) -> None:
-    active(engine)
+def forged_unsubscribe(server: InboundServer, sender: str = ADA) -> None:
+    """What a forger sends: the victim's From, marked automatic, to the unsubscribe address."""
     send(
         server,
         compose(
+            sender=sender,
             to=UNSUBSCRIBE,
             subject="unsubscribe",
             headers=[("Auto-Submitted", "auto-generated")],
         ),
+        mail_from="forger@elsewhere.example",
         to=[UNSUBSCRIBE],
     )
+
+
+def test_a_forged_automatic_unsubscribe_always_tells_the_reader(
+    server: InboundServer, engine: Engine, inbox: list[Any], web_client: TestClient
+) -> None:
+    """An automatic unsubscribe (a provider acting on List-Unsubscribe) still unsubscribes, and
+    could be forged: the active reader it ends gets a notice with a link that brings them back."""
+    active(engine, keywords="quantization, llm inference")
+    forged_unsubscribe(server)
+    assert row(engine).status == "unsubscribed"  # type: ignore[union-attr]
+    [notice] = replies(inbox)
+    assert inbox[0].rcpt_tos == [ADA] and notice["Auto-Submitted"] == "auto-replied"
+    assert "You are unsubscribed" in notice["Subject"] and "sent automatically" in text_of(notice)
+    # A flood of them while unsubscribed earns nothing more: nothing is left to end.
+    for _ in range(5):
+        forged_unsubscribe(server)
+    assert len(inbox) == 1
+
+    back = urlsplit(link_in(notice, "resubscribe")).path
+    page = web_client.get(back)  # opening the link changes nothing: it shows a button
+    assert page.status_code == 200 and "Subscribe again" in page.text
+    assert "quantization, llm inference" in page.text
+    assert row(engine).status == "unsubscribed"  # type: ignore[union-attr]
+    done = web_client.post(back)
+    assert done.status_code == 200 and "You are subscribed" in done.text
+    again = row(engine)
+    assert again is not None and again.status == "active"
+    assert again.keywords == ["quantization", "llm inference"]
+
+
+def test_an_automatic_unsubscribe_of_a_non_reader_stays_silent(
+    server: InboundServer, engine: Engine, inbox: list[Any]
+) -> None:
+    """Only an active reader is told: a pending address gets nothing but its confirmation."""
+    subscriptions.add(engine, ADA, subscriptions.make_interests("llm"), status="pending")
+    forged_unsubscribe(server)
+    forged_unsubscribe(server, "nobody@example.org")
     assert row(engine).status == "unsubscribed"  # type: ignore[union-attr]
     assert inbox == []
 

@@ -29,7 +29,7 @@ from sqlmodel import Session, SQLModel, col, select
 from digest import schema, subscriptions
 from digest.cli import main
 from digest.db import make_engine, read_revision
-from digest.errors import SchemaError
+from digest.errors import SchemaError, TooManyRequests
 from digest.migrations import BASELINE, HEAD, RELEASE_0_1_0
 from digest.models import Delivery, Paper, Run, SentPaper, Source, Subscriber
 
@@ -190,11 +190,26 @@ def check_added_columns(engine: Engine) -> None:
 
 
 def check_usable(url: str, engines: list[Engine]) -> None:
-    """The upgraded database works for the code: commands open it, new rows get new ids."""
+    """The upgraded database works for the code: commands open it, new rows get new ids, and the
+    tables the later revisions add (the subscribe requests the caps count) are there."""
     engine = make_engine(url)
     engines.append(engine)
     row = subscriptions.add(engine, "new@example.org", subscriptions.make_interests("diffusion"))
     assert row.id == 5
+    origin = subscriptions.Origin(channel="web", key="192.0.2.1", per_hour=1, total_per_hour=9)
+    now = datetime(2026, 12, 1, tzinfo=UTC)
+    outgoing = subscriptions.request(
+        engine,
+        "newer@example.org",
+        subscriptions.make_interests("x"),
+        now=now,
+        interval_seconds=300,
+        origin=origin,
+    )
+    assert outgoing is not None and outgoing.subscriber_id == 6
+    with pytest.raises(TooManyRequests):
+        subscriptions.claim_request(engine, origin, now=now)
+    assert subscriptions.request_counts(engine, now=now).total == 1
 
 
 def test_release_database_upgrades_on_sqlite_with_every_row(

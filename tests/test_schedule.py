@@ -22,7 +22,7 @@ from digest.db import make_engine
 from digest.ingest import SourceSpec, ingest
 from digest.models import Delivery, Run, Subscriber
 from digest.render import Renderer
-from digest.scheduler import build_scheduler, ingest_trigger, previous_fire, tick
+from digest.scheduler import build_scheduler, ingest_trigger, previous_fire, purge, tick
 
 
 def relay(settings: Settings, controller: Any, **delivery: Any) -> Settings:
@@ -170,9 +170,43 @@ def test_scheduler_jobs_and_ingest_catch_up(settings: Settings) -> None:
     )
     ids = {job.id for job in scheduler.get_jobs()}
     # No ingest has ever run, and the cron has fired in the past week: catch up at start.
-    assert {"ingest", "deliver", "ingest-catch-up"} <= ids
+    assert {"ingest", "deliver", "ingest-catch-up", "purge"} <= ids
     now = datetime(2026, 11, 22, 12, 0, tzinfo=UTC)
     assert previous_fire(ingest_trigger(settings), now) == datetime(2026, 11, 22, 5, 0, tzinfo=UTC)
+
+
+def test_the_purge_job_deletes_unconfirmed_subscriptions_after_pending_days(
+    settings: Settings,
+) -> None:
+    engine = make_engine(settings.database.url)
+    now = datetime(2026, 11, 22, 12, 0, tzinfo=UTC)
+    web = subscriptions.Origin(channel="web", key="192.0.2.1", per_hour=9, total_per_hour=9)
+    for email, days in (("old@example.org", 8), ("young@example.org", 6)):
+        subscriptions.request(
+            engine,
+            email,
+            subscriptions.make_interests("llm"),
+            now=now - timedelta(days=days),
+            interval_seconds=300,
+            origin=web,
+        )
+    subscriptions.add(engine, "reader@example.org", subscriptions.make_interests("llm"))
+    assert settings.web.pending_days == 7
+    assert purge(engine, settings, now=now) == (1, 2)
+    assert [r.email for r in subscriptions.listing(engine)] == [
+        "reader@example.org",
+        "young@example.org",
+    ]
+    longer = dataclasses.replace(settings, web=dataclasses.replace(settings.web, pending_days=9))
+    subscriptions.request(
+        engine,
+        "old@example.org",
+        subscriptions.make_interests("llm"),
+        now=now - timedelta(days=8),
+        interval_seconds=300,
+        origin=web,
+    )
+    assert purge(engine, longer, now=now) == (0, 1)
 
 
 def test_status_explains_a_reader(

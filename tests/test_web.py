@@ -4,7 +4,11 @@ server receiving the mail it sends."""
 from __future__ import annotations
 
 import dataclasses
+import os
 import re
+import signal
+import subprocess
+import sys
 import threading
 import time
 import warnings
@@ -17,17 +21,18 @@ from pathlib import Path
 from typing import Any, cast
 from urllib.parse import urlsplit
 
+import httpx
 import pytest
 from itsdangerous import TimestampSigner, URLSafeTimedSerializer
 from sqlalchemy.engine import Engine
-from sqlmodel import Session, select
+from sqlmodel import Session, SQLModel, select
 
 from digest import delivery, subscriptions, tokens
 from digest.config import Settings
 from digest.db import make_engine
 from digest.keywords import MAX_KEYWORD_LIST_CHARS
 from digest.links import links_for
-from digest.models import Delivery, Paper, Subscriber
+from digest.models import Delivery, Paper, Subscriber, utcnow
 from digest.render import Renderer
 from digest.sink import free_port, list_mail
 from digest.subscriptions import MAX_PAPERS
@@ -186,6 +191,11 @@ def token(settings: Settings, purpose: str, sub: Subscriber, *, secret: str | No
     )
 
 
+def with_web(settings: Settings, **changes: Any) -> Settings:
+    """The settings with some [web] keys changed."""
+    return dataclasses.replace(settings, web=dataclasses.replace(settings.web, **changes))
+
+
 def wait_for(predicate: Any, timeout: float = 5.0) -> None:
     deadline = time.monotonic() + timeout
     while not predicate():
@@ -276,7 +286,15 @@ def test_subscribe_mails_a_link_that_confirms(
     assert msg.get_body(preferencelist=("html",)) is not None
     link = link_in(msg, "confirm")
 
-    confirmed = client.get(path(link))
+    # Opening the link shows what is confirmed and a button; only the button's POST acts.
+    page = client.get(path(link))
+    assert page.status_code == 200 and "Confirm your subscription" in page.text
+    assert re.search(
+        r'<form method="post">\s*<button[^>]*>Confirm subscription</button>', page.text
+    )
+    assert "every day around 07:00 (Europe/Berlin)" in page.text
+    assert row(engine, "ada@example.org").status == "pending"  # type: ignore[union-attr]
+    confirmed = client.post(path(link))
     assert confirmed.status_code == 200 and "You are subscribed" in confirmed.text
     assert "every day around 07:00 (Europe/Berlin)" in confirmed.text
     sub = row(engine, "ada@example.org")
@@ -284,9 +302,9 @@ def test_subscribe_mails_a_link_that_confirms(
     # The page links to the preferences, which work.
     prefs = re.search(r'href="(/preferences/[^"]+)"', confirmed.text)
     assert prefs and client.get(prefs.group(1)).status_code == 200
-    # Confirming again is harmless and friendly.
-    again = client.get(path(link))
-    assert again.status_code == 200 and "You are subscribed" in again.text
+    # Confirming again, or opening the link again, is harmless and friendly.
+    for again in (client.post(path(link)), client.get(path(link))):
+        assert again.status_code == 200 and "You are subscribed" in again.text
 
 
 def test_confirmation_goes_to_the_embedded_sink_without_a_relay(
@@ -301,7 +319,7 @@ def test_confirmation_goes_to_the_embedded_sink_without_a_relay(
         msg = cast(
             EmailMessage, message_from_bytes(mails[0].path.read_bytes(), policy=policy.default)
         )
-        assert c.get(path(link_in(msg, "confirm"))).status_code == 200
+        assert c.post(path(link_in(msg, "confirm"))).status_code == 200
     sub = row(engine, "ada@example.org")
     assert sub is not None and sub.status == "active"
 
@@ -432,9 +450,10 @@ def test_markup_in_keywords_comes_back_escaped(
         "<script>alert(1)</script>",
         '"><img src=x onerror=alert(2)>',
     ]
-    confirmed = client.get(path(link_in(parsed(inbox[0]), "confirm")))
+    confirm_page = client.get(path(link_in(parsed(inbox[0]), "confirm")))
+    confirmed = client.post(path(link_in(parsed(inbox[0]), "confirm")))
     prefs = client.get(re.search(r'href="(/preferences/[^"]+)"', confirmed.text).group(1))  # type: ignore[union-attr]
-    for page in (confirmed, prefs):
+    for page in (confirm_page, confirmed, prefs):
         assert "<script>alert" not in page.text and "<img src=x" not in page.text
         assert "&lt;script&gt;" in page.text
     # The confirmation mail's HTML escapes them too.
@@ -465,19 +484,22 @@ def test_oversized_forms_get_413_and_change_nothing(
 
 
 def test_a_subscribe_flood_sends_one_mail_per_interval(
-    client: TestClient, engine: Engine, inbox: list[Any], clock: Clock
+    web_settings: Settings, engine: Engine, inbox: list[Any], clock: Clock
 ) -> None:
-    answers = {
-        subscribe(client, email=e).text
-        for e in ["ada@example.org", "ADA@example.org", " ada@Example.org"] * 4
-    }
-    assert len(answers) == 1
-    assert len(inbox) == 1
-    clock.advance(299)
-    subscribe(client)
-    assert len(inbox) == 1
-    clock.advance(2)
-    subscribe(client)
+    """One mail per address per interval, from clients under their cap (the next test's)."""
+    roomy = with_web(web_settings, subscribe_per_client_per_hour=50)
+    with TestClient(create_app(roomy, engine, clock=clock), base_url=BASE) as client:
+        answers = {
+            subscribe(client, email=e).text
+            for e in ["ada@example.org", "ADA@example.org", " ada@Example.org"] * 4
+        }
+        assert len(answers) == 1
+        assert len(inbox) == 1
+        clock.advance(299)
+        subscribe(client)
+        assert len(inbox) == 1
+        clock.advance(2)
+        subscribe(client)
     assert len(inbox) == 2
     assert [e.rcpt_tos for e in inbox] == [["ada@example.org"], ["ada@example.org"]]
 
@@ -491,7 +513,14 @@ def test_racing_requests_claim_one_mail(engine: Engine) -> None:
     def attempt() -> None:
         barrier.wait()
         outgoing = subscriptions.request(
-            engine, "ada@example.org", interests, now=NOW, interval_seconds=300
+            engine,
+            "ada@example.org",
+            interests,
+            now=NOW,
+            interval_seconds=300,
+            origin=subscriptions.Origin(
+                channel="web", key="203.0.113.5", per_hour=50, total_per_hour=50
+            ),
         )
         if outgoing is not None:
             won.append(outgoing)
@@ -647,26 +676,31 @@ def test_bad_tokens_get_a_clear_4xx_and_change_nothing(
     assert rows(engine) == before
 
 
-def test_revoked_tokens_stop_working(
-    client: TestClient, web_settings: Settings, engine: Engine
-) -> None:
-    reader = active(engine)
-    old = {p: token(web_settings, p, reader) for p in ("preferences", "unsubscribe")}
-    assert client.get(f"/preferences/{old['preferences']}").status_code == 200
+def revoke(engine: Engine, reader: Subscriber) -> None:
+    """What an operator does to revoke every link a reader holds."""
     with Session(engine) as session:
         fresh = session.get(Subscriber, reader.id)
         assert fresh is not None
         fresh.token_version += 1
         session.add(fresh)
         session.commit()
+
+
+def test_revoked_tokens_stop_working(
+    client: TestClient, web_settings: Settings, engine: Engine
+) -> None:
+    reader = active(engine)
+    old = {p: token(web_settings, p, reader) for p in ("preferences", "view", "resubscribe")}
+    assert client.get(f"/preferences/{old['preferences']}").status_code == 200
+    revoke(engine, reader)
     before = rows(engine)
     for purpose, value in old.items():
-        answer = client.get(f"/{purpose}/{value}")
-        assert answer.status_code == 410 and "revoked" in answer.text
-    one_click = client.post(
-        f"/unsubscribe/{old['unsubscribe']}", data={"List-Unsubscribe": "One-Click"}
-    )
-    assert one_click.status_code == 410
+        url = f"/digest/{value}/2026-11-22" if purpose == "view" else f"/{purpose}/{value}"
+        for answer in (client.get(url), client.post(url, data={"csrf": csrf(client)})):
+            if purpose == "view" and answer.request.method == "POST":
+                assert answer.status_code == 405
+                continue
+            assert answer.status_code == 410 and "revoked" in answer.text, purpose
     assert rows(engine) == before
     renewed = row(engine, "grace@example.org")
     assert renewed is not None
@@ -678,26 +712,16 @@ def test_revoked_tokens_stop_working(
 def test_a_revoked_link_changes_nothing_even_with_a_fresh_form(
     client: TestClient, web_settings: Settings, engine: Engine
 ) -> None:
-    """The form pages were opened while the links were good; the POSTs come after revoking."""
+    """The form page was opened while the link was good; the POST comes after revoking."""
     reader = active(engine)
-    links = links_for(web_settings, reader, None)
-    unsubscribe_url, preferences_url = path(links.unsubscribe), path(links.preferences)
-    tokens_ok = {url: csrf(client, url) for url in (unsubscribe_url, preferences_url)}
-    with Session(engine) as session:
-        fresh = session.get(Subscriber, reader.id)
-        assert fresh is not None
-        fresh.token_version += 1
-        session.add(fresh)
-        session.commit()
+    preferences_url = path(links_for(web_settings, reader, None).preferences)
+    token_ok = csrf(client, preferences_url)
+    revoke(engine, reader)
     before = rows(engine)
     changed = form(keywords="spam")
     del changed["email"]
-    answers = [
-        client.post(unsubscribe_url, data={"csrf": tokens_ok[unsubscribe_url]}),
-        client.post(preferences_url, data={**changed, "csrf": tokens_ok[preferences_url]}),
-    ]
-    for answer in answers:
-        assert answer.status_code == 410 and "revoked" in answer.text
+    answer = client.post(preferences_url, data={**changed, "csrf": token_ok})
+    assert answer.status_code == 410 and "revoked" in answer.text
     assert rows(engine) == before
 
 
@@ -955,3 +979,372 @@ def test_archive_and_atom_feed(client: TestClient, engine: Engine) -> None:
     content = entries[1].findtext("a:content", namespaces=ns)
     assert content is not None and "Yesterday&#39;s paper &amp; &lt;friends&gt;" in content
     assert "grace@example.org" not in feed.text
+
+
+# ---------------------------------------------------------------------------------------------
+# the hourly caps on subscribe requests (and what the confirmation mail says)
+
+SPAM = "FREE PRIZE, http://win.example/now"
+
+
+def test_a_subscribe_flood_from_one_client_is_capped_with_429(
+    web_settings: Settings, engine: Engine, inbox: list[Any], clock: Clock
+) -> None:
+    """The issue's flood: one client sends the form for address after address."""
+    app = create_app(web_settings, engine, clock=clock)  # the default: 5 per client an hour
+    with TestClient(app, base_url=BASE, client=("203.0.113.5", 40000)) as flood:
+        answers = [
+            subscribe(flood, email=f"victim{i}@example.org", keywords=SPAM) for i in range(8)
+        ]
+        assert [a.status_code for a in answers] == [200] * 5 + [429] * 3
+        refused = answers[-1]
+        assert refused.headers["retry-after"] == "3600"
+        assert "Too many subscription requests have come from your network" in refused.text
+        assert "try again in about 60 minutes" in refused.text
+        # The form stays as it was typed, to send again later.
+        assert 'value="victim7@example.org"' in refused.text
+        assert f">{SPAM}</textarea>" in refused.text
+        # Over the cap, a known address gets the same answer as a new one.
+        active(engine, "grace@example.org")
+        pages = {
+            e: subscribe(flood, email=e).text.replace(e, "EMAIL")
+            for e in ("grace@example.org", "victim0@example.org", "new@example.org")
+        }
+        assert len(set(pages.values())) == 1
+    assert sorted(e.rcpt_tos[0] for e in inbox) == [f"victim{i}@example.org" for i in range(5)]
+    assert row(engine, "victim5@example.org") is None and row(engine, "new@example.org") is None
+    # The cap is the client's: another one gets through, and so does this one an hour later.
+    with TestClient(app, base_url=BASE, client=("198.51.100.7", 40000)) as other:
+        assert subscribe(other, email="other@example.org").status_code == 200
+    clock.advance(3600)
+    with TestClient(app, base_url=BASE, client=("203.0.113.5", 40001)) as again:
+        assert subscribe(again, email="victim5@example.org").status_code == 200
+    assert len(inbox) == 7
+
+
+def test_ipv6_clients_share_the_cap_of_their_64(
+    web_settings: Settings, engine: Engine, clock: Clock
+) -> None:
+    app = create_app(with_web(web_settings, subscribe_per_client_per_hour=2), engine, clock=clock)
+    codes = []
+    for i, host in enumerate(
+        ["2001:db8:1:2::1", "2001:db8:1:2:ffff::2", "2001:db8:1:2::3", "2001:db8:1:3::1"]
+    ):
+        with TestClient(app, base_url=BASE, client=(host, 40000)) as c:
+            codes.append(subscribe(c, email=f"v{i}@example.org").status_code)
+    assert codes == [200, 200, 429, 200]
+
+
+def test_the_cap_on_all_requests_holds_across_web_machines(
+    web_settings: Settings, clock: Clock, inbox: list[Any]
+) -> None:
+    """Two apps, each with its own engine on one database, as two `digest serve` machines."""
+    settings = with_web(web_settings, subscribe_per_hour=3)
+    engines = [make_engine(settings.database.url) for _ in range(2)]
+    apps = [create_app(settings, e, clock=clock) for e in engines]
+    codes = []
+    for i in range(6):
+        with TestClient(apps[i % 2], base_url=BASE, client=(f"192.0.2.{i}", 40000)) as c:
+            answer = subscribe(c, email=f"r{i}@example.org")
+            codes.append(answer.status_code)
+    assert codes == [200, 200, 200, 429, 429, 429]
+    assert "Too many subscription requests have come in the last hour" in answer.text
+    assert len(inbox) == 3
+    for e in engines:
+        e.dispose()
+
+
+def test_the_confirmation_mail_says_only_what_to_click(
+    client: TestClient, engine: Engine, inbox: list[Any], clock: Clock
+) -> None:
+    """Whatever the form typed never reaches the address it named."""
+    active(engine, "grace@example.org", "quantization")
+    assert subscribe(client, email="victim@example.org", keywords=SPAM).status_code == 200
+    assert subscribe(client, email="grace@example.org", keywords=SPAM).status_code == 200
+    assert sorted(e.rcpt_tos[0] for e in inbox) == ["grace@example.org", "victim@example.org"]
+    for envelope in inbox:
+        raw = envelope.original_content.decode("ascii", "replace")
+        msg = parsed(envelope)
+        html = msg.get_body(preferencelist=("html",))
+        assert html is not None
+        for part in (raw, text_of(msg), html.get_content()):
+            assert "FREE PRIZE" not in part and "win.example" not in part
+    confirmation = next(parsed(e) for e in inbox if e.rcpt_tos == ["victim@example.org"])
+    assert link_in(confirmation, "confirm") in text_of(confirmation)
+
+
+def test_status_shows_the_caps(web_settings: Settings, engine: Engine) -> None:
+    from click.testing import CliRunner
+
+    from digest.cli import main
+
+    app = create_app(web_settings, engine, clock=lambda: utcnow())
+    with TestClient(app, base_url=BASE, client=("203.0.113.5", 40000)) as flood:
+        for i in range(6):
+            subscribe(flood, email=f"v{i}@example.org")
+    result = CliRunner().invoke(
+        main,
+        ["--config", web_settings.config_path, "status"],
+        env={"DIGEST_SECRET_KEY": web_settings.secret_key},
+    )
+    assert result.exit_code == 0, result.output
+    assert (
+        "Subscribe requests in the last hour: 5 of 100 (web 5); caps: 5 per web client, "
+        "10 per mail domain" in result.output
+    )
+    assert "busiest: 203.0.113.5 (web) 5 — at its cap" in result.output
+
+
+# ---------------------------------------------------------------------------------------------
+# a GET changes nothing, anywhere
+
+
+def snapshot(engine: Engine) -> dict[str, list[Any]]:
+    """Every row of every table."""
+    out = {}
+    with engine.connect() as conn:
+        for name, table in SQLModel.metadata.tables.items():
+            out[name] = [
+                tuple(r) for r in conn.execute(table.select().order_by(*table.primary_key))
+            ]
+    return out
+
+
+def test_no_get_changes_anything(
+    client: TestClient, web_settings: Settings, engine: Engine, inbox: list[Any]
+) -> None:
+    """Mail scanners open every link: every GET route, with every kind of good link, leaves
+    every table as it was. A new GET route fails here until it is listed."""
+    add_papers(engine, NOW - timedelta(hours=1))
+    reader = active(engine, "grace@example.org")
+    pending = subscriptions.add(
+        engine, "ada@example.org", subscriptions.make_interests("llm"), status="pending"
+    )
+    gone = active(engine, "alan@example.org")
+    subscriptions.unsubscribe(engine, "alan@example.org")
+    with Session(engine) as session:
+        session.add(
+            Delivery(
+                subscriber_id=reader.id or 0,
+                edition="2026-11-22",
+                status="sent",
+                paper_keys=["arxiv:2611.00002"],
+            )
+        )
+        session.commit()
+    links = links_for(web_settings, reader, "2026-11-22")
+    urls = {
+        "/": "/",
+        "/subscribe": "/subscribe",
+        "/confirm/{token}": f"/confirm/{token(web_settings, 'confirm', pending)}",
+        "/resubscribe/{token}": f"/resubscribe/{token(web_settings, 'resubscribe', gone)}",
+        "/preferences/{token}": path(links.preferences),
+        "/unsubscribe/{token}": path(links.unsubscribe),
+        "/digest/{token}/{edition}": path(links.view or ""),
+        "/archive": "/archive",
+        "/archive.atom": "/archive.atom",
+        "/api/rank": "/api/rank?keywords=quantization",
+        "/healthz": "/healthz",
+        "/robots.txt": "/robots.txt",
+        "/favicon.ico": "/favicon.ico",
+    }
+    app = cast(Any, client.app)
+    routes = {r.path for r in app.routes if "GET" in (getattr(r, "methods", None) or ())}
+    assert routes == set(urls), "list the new GET route here"
+    before = snapshot(engine)
+    for url in urls.values():
+        for _ in range(2):
+            answer = client.get(url, follow_redirects=False)
+            assert answer.status_code in (200, 301, 303), (url, answer.status_code)
+            assert client.head(url, follow_redirects=False).status_code == answer.status_code
+    assert snapshot(engine) == before
+    assert inbox == []
+
+
+def test_confirming_is_a_post_that_needs_no_cookie(
+    web_settings: Settings, engine: Engine, clock: Clock, inbox: list[Any]
+) -> None:
+    app = create_app(web_settings, engine, clock=clock)
+    with TestClient(app, base_url=BASE) as browser:
+        assert subscribe(browser).status_code == 200
+    link = path(link_in(parsed(inbox[0]), "confirm"))
+    with TestClient(app, base_url=BASE) as other:  # no cookie, no CSRF token: the link suffices
+        assert other.get(link).status_code == 200
+        assert row(engine, "ada@example.org").status == "pending"  # type: ignore[union-attr]
+        done = other.post(link, follow_redirects=False)
+    assert done.status_code == 200 and "You are subscribed" in done.text
+    assert row(engine, "ada@example.org").status == "active"  # type: ignore[union-attr]
+
+
+# ---------------------------------------------------------------------------------------------
+# token lifetimes
+
+
+def test_an_expired_confirm_link_changes_nothing(
+    client: TestClient, web_settings: Settings, engine: Engine
+) -> None:
+    pending = subscriptions.add(
+        engine, "ada@example.org", subscriptions.make_interests("llm"), status="pending"
+    )
+    assert tokens.MAX_AGE["confirm"] == 7 * 24 * 3600
+    url = f"/confirm/{expired_confirm_token(web_settings, pending)}"
+    for answer in (client.get(url), client.post(url)):
+        assert answer.status_code == 410 and "expired" in answer.text
+    assert row(engine, "ada@example.org").status == "pending"  # type: ignore[union-attr]
+
+
+def test_unsubscribe_links_of_sent_digests_survive_a_revocation(
+    client: TestClient, web_settings: Settings, engine: Engine, inbox: list[Any]
+) -> None:
+    """Bumping token_version revokes the preferences and view links; an unsubscribe link from
+    any digest already sent still unsubscribes, but shows nothing of the reader."""
+    add_papers(engine, NOW - timedelta(hours=1))
+    reader = active(engine, "grace@example.org", "quantization")
+    assert delivery.send(engine, web_settings, renderer=Renderer.create(), now=NOW).sent == 1
+    msg = parsed(inbox[-1])
+    header = re.search(r"<(https://[^>]+)>", msg["List-Unsubscribe"]).group(1)  # type: ignore[union-attr]
+    in_body = link_in(msg, "unsubscribe")
+    revoke(engine, reader)
+    revoke(engine, reader)
+    for kind in ("preferences", "digest"):
+        assert client.get(path(link_in(msg, kind))).status_code == 410
+    page = client.get(path(in_body))
+    assert page.status_code == 200 and "<button" in page.text
+    assert "grace@example.org" not in page.text and "/preferences/" not in page.text
+    assert row(engine, "grace@example.org").status == "active"  # type: ignore[union-attr]
+    client.cookies.clear()
+    answer = client.post(
+        path(header),
+        content=b"List-Unsubscribe=One-Click",
+        headers={"content-type": "application/x-www-form-urlencoded"},
+    )
+    assert answer.status_code == 200 and "grace@example.org" not in answer.text
+    gone = row(engine, "grace@example.org")
+    assert gone is not None and gone.status == "unsubscribed" and gone.unsubscribed_at == NOW
+    # Both links now say so, still without the address.
+    for url in (header, in_body):
+        shown = client.get(path(url))
+        assert "You are unsubscribed" in shown.text and "grace@example.org" not in shown.text
+
+
+# ---------------------------------------------------------------------------------------------
+# the live ranking's rate limit
+
+
+def test_the_rank_api_is_rate_limited_per_client(
+    web_settings: Settings, engine: Engine, clock: Clock
+) -> None:
+    add_papers(engine, NOW - timedelta(hours=1))
+    app = create_app(with_web(web_settings, rank_per_client_per_minute=3), engine, clock=clock)
+    query = {"keywords": "quantization", "limit": "5"}
+    with TestClient(app, base_url=BASE, client=("203.0.113.5", 40000)) as busy:
+        answers = [busy.get("/api/rank", params=query) for _ in range(4)]
+    assert [a.status_code for a in answers] == [200, 200, 200, 429]
+    assert answers[0].json() == answers[1].json()
+    assert 1 <= int(answers[-1].headers["retry-after"]) <= 20
+    assert "too many requests" in answers[-1].json()["error"]
+    with TestClient(app, base_url=BASE, client=("198.51.100.7", 40000)) as other:
+        assert other.get("/api/rank", params=query).status_code == 200
+    # The same keywords were ranked once: the edition's index keeps what they picked.
+    assert len(app.state.web.ranker.get(NOW).results) == 1
+
+
+# ---------------------------------------------------------------------------------------------
+# the access log of `digest serve`
+
+
+def _wait_for_http(url: str, proc: subprocess.Popen[str], timeout: float = 30.0) -> None:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if proc.poll() is not None:
+            raise AssertionError(f"exited early: {proc.communicate()}")
+        try:
+            httpx.get(url, timeout=1.0)
+            return
+        except httpx.TransportError:
+            time.sleep(0.1)
+    raise AssertionError(f"nothing answers at {url}")
+
+
+@pytest.mark.parametrize("prefix", ["", "/digest"])
+def test_the_access_log_holds_no_token(tmp_path: Path, prefix: str) -> None:
+    """`digest serve` for real: uvicorn logs every request, and no token in a link reaches the
+    log. Under a base URL with a path (here "/digest", also the view link's route) too."""
+    port = free_port()
+    secret = "k" * 40
+    config = tmp_path / "config.toml"
+    config.write_text(
+        f'''[database]
+url = "sqlite:///{tmp_path}/subscribers.db"
+[sink]
+maildir = "{tmp_path}/mail"
+[site]
+base_url = "http://127.0.0.1:{port}{prefix}"
+''',
+        encoding="utf-8",
+    )
+    engine = make_engine(f"sqlite:///{tmp_path}/subscribers.db")
+    reader = active(engine, "grace@example.org")
+    pending = subscriptions.add(
+        engine, "ada@example.org", subscriptions.make_interests("llm"), status="pending"
+    )
+    engine.dispose()
+    made = {
+        "confirm": make_token(secret, "confirm", subscriber_id=pending.id or 0, version=1),
+        **{
+            p: make_token(secret, p, subscriber_id=reader.id or 0, version=1)  # type: ignore[arg-type]
+            for p in ("preferences", "unsubscribe", "view", "resubscribe")
+        },
+    }
+    paths = [
+        f"/confirm/{made['confirm']}",
+        f"/preferences/{made['preferences']}?saved=1",
+        f"/unsubscribe/{made['unsubscribe']}",
+        f"/digest/{made['view']}/2026-11-22",
+        f"/resubscribe/{made['resubscribe']}",
+        f"/confirm/{made['confirm']}/more",  # not a page, logged all the same
+        f"/archive?token={made['view']}",
+    ]
+    digest = Path(sys.executable).parent / "digest"
+    env = {k: v for k, v in os.environ.items() if not k.startswith("DIGEST_")}
+    env["DIGEST_SECRET_KEY"] = secret
+    proc = subprocess.Popen(
+        [str(digest), "--config", str(config), "serve", "--port", str(port), "--no-scheduler"],
+        cwd=tmp_path,
+        env=env,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+    base = f"http://127.0.0.1:{port}"
+    try:
+        _wait_for_http(base + "/healthz", proc)
+        for url in paths:
+            httpx.get(base + url, timeout=10)
+        one_click = httpx.post(
+            base + f"/unsubscribe/{made['unsubscribe']}",
+            content=b"List-Unsubscribe=One-Click",
+            headers={"content-type": "application/x-www-form-urlencoded"},
+            timeout=10,
+        )
+        assert one_click.status_code == 200
+    finally:
+        proc.send_signal(signal.SIGTERM)
+        out, err = proc.communicate(timeout=30)
+    assert proc.returncode == 0, err
+    log = out + err
+    for value in made.values():
+        for part in value.split("."):
+            assert part not in log, f"a token reached the log:\n{log}"
+    for line in (
+        f'"GET {prefix}/confirm/<token> HTTP/1.1" 200',
+        f'"GET {prefix}/preferences/<token>?saved=1 HTTP/1.1" 200',
+        f'"GET {prefix}/unsubscribe/<token> HTTP/1.1" 200',
+        f'"POST {prefix}/unsubscribe/<token> HTTP/1.1" 200',
+        f'"GET {prefix}/digest/<token>/2026-11-22 HTTP/1.1" 404',
+        f'"GET {prefix}/resubscribe/<token> HTTP/1.1" 200',
+        f'"GET {prefix}/confirm/<token> HTTP/1.1" 404',
+        f'"GET {prefix}/archive?token=<token> HTTP/1.1" 200',
+        f'"GET {prefix}/healthz HTTP/1.1" 200',
+    ):
+        assert line in log, f"{line} not in:\n{log}"

@@ -22,7 +22,7 @@ from __future__ import annotations
 
 from collections.abc import Mapping
 
-HEAD = "bcac60afd2fe"
+HEAD = "84b822241d29"
 """The revision this code's models are at."""
 
 BASELINE = "2c1a5e0f9b7d"

@@ -142,12 +142,17 @@
         credentials: "same-origin",
         signal: controller ? controller.signal : undefined
       }).then(function (r) {
-        if (!r.ok) throw new Error("HTTP " + r.status);
+        if (!r.ok) throw new Error(r.status === 429 ? "busy" : "HTTP " + r.status);
         return r.json();
       }).then(show).catch(function (e) {
         if (e && e.name === "AbortError") return;
         panel.classList.remove("loading");
-        if (status) status.textContent = "Could not update the list just now.";
+        last = null;  // the same keywords may be asked again
+        if (status) {
+          status.textContent = e && e.message === "busy"
+            ? "The list takes a short break: it follows your keywords again in a moment."
+            : "Could not update the list just now.";
+        }
       });
     }
 
