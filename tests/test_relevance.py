@@ -1,12 +1,16 @@
 """Relevance floors on the judged set (tests/data/relevance): a ranking regression fails here.
 
 The figures come from bench/relevance.py (run it to see the table); the floors sit a little under
-what the ranker measured when they were set, and the mean stays clearly above plain BM25's.
+what the ranker measured when they were set, and the mean stays clearly above plain BM25's. The
+reporting set (tests/data/relevance-reporting) and both sets' feedback scenarios are only checked
+for consistency here: the reporting set is never used to set a floor, a weight or a rule.
 """
 
 from __future__ import annotations
 
+import hashlib
 import importlib.util
+import json
 import sys
 from pathlib import Path
 from types import ModuleType
@@ -14,6 +18,8 @@ from types import ModuleType
 import pytest
 
 ROOT = Path(__file__).resolve().parent.parent
+DATA = ROOT / "tests" / "data"
+SET_FOLDERS = {"tuning": DATA / "relevance", "reporting": DATA / "relevance-reporting"}
 
 # measured mean nDCG@20: ranker 0.900, BM25 0.837 (see tests/data/relevance/README.md, Results)
 MEAN_FLOOR = 0.88
@@ -90,3 +96,96 @@ def test_ranker_holds_its_floors_and_beats_bm25(bench: ModuleType, judged: objec
     assert mean20 >= bm25_mean20 + ABOVE_BM25
     below = {pid: round(ours[pid][1], 3) for pid in ours if ours[pid][1] < PROFILE_FLOORS[pid]}
     assert below == {}
+
+
+def read_set(folder: Path) -> tuple[list[dict[str, str]], dict[str, dict[str, int]], list[str]]:
+    """A set's profiles, grades (profile -> paper -> grade) and paper ids, from its files alone."""
+    profiles = json.loads((folder / "profiles.json").read_text(encoding="utf-8"))
+    papers = [
+        json.loads(line)["id"]
+        for line in (folder / "papers.jsonl").read_text(encoding="utf-8").splitlines()
+    ]
+    grades: dict[str, dict[str, int]] = {}
+    lines = (folder / "qrels.tsv").read_text(encoding="utf-8").splitlines()
+    assert lines[0] == "profile_id\tpaper_id\tgrade"
+    for line in lines[1:]:
+        profile, paper, grade = line.split("\t")
+        assert paper not in grades.setdefault(profile, {}), (profile, paper)
+        grades[profile][paper] = int(grade)
+    return profiles, grades, papers
+
+
+def test_the_reporting_set_grades_every_pair() -> None:
+    profiles, grades, papers = read_set(SET_FOLDERS["reporting"])
+    tuning, _, _ = read_set(SET_FOLDERS["tuning"])
+    assert len(papers) == len(set(papers)) == 290
+    assert len(profiles) >= 10
+    assert {p["id"] for p in profiles} == set(grades)
+    assert not {p["id"] for p in profiles} & {p["id"] for p in tuning}
+    for profile, row in grades.items():
+        assert sorted(row) == sorted(papers), profile
+        assert set(row.values()) <= {0, 1, 2}, profile
+        relevant = [g for g in row.values() if g > 0]
+        assert len(relevant) >= 6 and relevant.count(2) >= 5, profile
+
+
+@pytest.mark.parametrize("name", sorted(SET_FOLDERS))
+def test_scenarios_agree_with_the_qrels(name: str) -> None:
+    folder = SET_FOLDERS[name]
+    profiles, grades, _ = read_set(folder)
+    stored = json.loads((folder / "scenarios.json").read_text(encoding="utf-8"))
+    assert stored["set"] == name
+    by_kind: dict[str, dict[str, dict[str, object]]] = {"a": {}, "b": {}}
+    for scenario in stored["scenarios"]:
+        assert scenario["profile"] not in by_kind[scenario["kind"]]
+        by_kind[scenario["kind"]][scenario["profile"]] = scenario
+    for profile in profiles:
+        pid, row = profile["id"], grades[profile["id"]]
+        a, b = by_kind["a"][pid], by_kind["b"][pid]
+        assert a["keywords"] == profile["keywords"] and b["keywords"] == ""
+        assert b["disliked"] == [] and len(b["liked"]) == 5 and a["liked"] == b["liked"][:3]
+        # liked: grade 2 in a fixed hash order, topped up with grade 1 only when grade 2 runs out
+        best = sorted(
+            (p for p, g in row.items() if g == 2),
+            key=lambda p: hashlib.sha256(f"{pid}/{p}".encode()).hexdigest(),
+        )
+        liked = b["liked"]
+        assert liked[: len(best)] == best[:5]
+        assert all(row[p] == 1 for p in liked[len(best) :])
+        disliked = a["disliked"]
+        assert 1 <= len(disliked) <= 3 and all(row[p] == 0 for p in disliked)
+        assert len(set(liked) | set(disliked)) == len(liked) + len(disliked)
+    assert set(by_kind["a"]) == set(by_kind["b"]) == {p["id"] for p in profiles}
+
+
+def test_scoring_leaves_marked_papers_out() -> None:
+    bench = load_bench()
+    grades = {"x": 2, "y": 2, "z": 1, "n": 0}
+    liked = bench.Scenario(profile="p", kind="b", liked=("x",))
+    # "x" is marked: ranking it first neither helps nor hurts, and the ideal no longer needs it
+    assert bench.score(liked, ["x", "y", "z"], grades) == pytest.approx((1.0, 1.0))
+    assert bench.score(liked, ["y", "z"], grades) == pytest.approx((1.0, 1.0))
+    unmarked = bench.Scenario(profile="p", kind="keywords")
+    assert bench.score(unmarked, ["y", "z"], grades)[0] < 1.0
+    disliked = bench.Scenario(profile="p", kind="a", disliked=("n",))
+    assert bench.score(disliked, ["n", "x", "y", "z"], grades) == pytest.approx((1.0, 1.0))
+
+
+def test_every_scenario_is_scored_on_both_sets(bench: ModuleType) -> None:
+    shared = ROOT.parent / "shared"
+    if not (shared / "seeds").is_dir() or not (shared / "fixtures" / "hf_daily_papers").is_dir():
+        pytest.skip("../shared (seeds, fixtures/hf_daily_papers) is not beside the project")
+    sets = bench.load_sets(shared / "seeds", hf=shared / "fixtures" / "hf_daily_papers")
+    assert [len(s.docs) for s in sets.values()] == [227, 290]
+    for judged in sets.values():
+        assert sorted(judged.scenarios) == ["a", "b", "keywords"]
+
+        def oracle(scenario: object, edition: object, grades: dict = judged.grades) -> list[str]:
+            row = grades[scenario.profile]  # type: ignore[attr-defined]
+            keys = [d.key for d in edition.docs]  # type: ignore[attr-defined]
+            return sorted(keys, key=lambda k: -row[k])
+
+        for kind in judged.scenarios:
+            result = bench.evaluate(oracle, judged, kind, name="oracle")
+            assert set(result.per_profile) == {pid for pid, _ in judged.profiles}
+            assert result.mean == pytest.approx((1.0, 1.0)), (judged.name, kind)
