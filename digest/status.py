@@ -168,4 +168,3 @@ def caps_lines(counts: subscriptions.RequestCounts, settings: Settings) -> list[
     if busiest:
         lines.append("  busiest: " + "; ".join(busiest))
     return lines
-
