@@ -81,7 +81,7 @@ from digest.links import confirm_url, links_for
 from digest.mailer import build_message, new_message_id
 from digest.models import Delivery, Paper, Subscriber, utcnow
 from digest.ranking import Index, Profile, Ranked
-from digest.render import ConfirmContext, Renderer, short_authors
+from digest.render import ConfirmContext, Renderer, one_line, safe_url, short_authors
 from digest.resources import templates_dir
 from digest.subscriptions import MAX_PAPERS, WEEKDAYS, Interests, Origin, Outgoing
 from digest.tokens import MAX_AGE, Purpose, TokenError, read_token
@@ -98,6 +98,7 @@ RANK_RESULTS_CACHED = 256  # keyword lists whose ranking each edition index keep
 RATE_CLIENTS = 10_000  # clients the in-memory rate limit remembers
 ARCHIVE_DAYS = 14
 ARCHIVE_PER_DAY = 5
+ARCHIVE_SUMMARY_CHARS = 200  # an archive card's TL;DR or start of the abstract
 CSRF_MAX_AGE = 2 * 24 * 3600
 CSRF_FIELD = "csrf"
 ONE_CLICK = ("List-Unsubscribe", "One-Click")
@@ -652,13 +653,36 @@ class EditionRanker:
 
 
 @dataclasses.dataclass(frozen=True, kw_only=True)
+class PaperCard(PaperView):
+    """A paper as an archive card shows it: a short text and its links besides the title's."""
+
+    summary: str  # the paper's TL;DR when it has one, else the start of its abstract
+    tldr: bool
+    links: tuple[tuple[str, str], ...]  # (label, http(s) URL): the PDF, the code
+
+
+def paper_card(paper: Paper, *, tldr: str = "") -> PaperCard:
+    """What an archive card shows of a paper; ``tldr``, the paper's one-line summary where it
+    has one, stands in for the start of its abstract."""
+    view = paper_view(paper)
+    short = one_line(tldr, ARCHIVE_SUMMARY_CHARS)
+    links = (("PDF", safe_url(paper.pdf_url or "")), ("Code", safe_url(paper.code_url or "")))
+    return PaperCard(
+        **dataclasses.asdict(view),
+        summary=short or one_line(paper.abstract, ARCHIVE_SUMMARY_CHARS),
+        tldr=bool(short),
+        links=tuple((label, url) for label, url in links if url and url != view.url),
+    )
+
+
+@dataclasses.dataclass(frozen=True, kw_only=True)
 class ArchiveDay:
     """One day of the archive: the papers first seen that day, the most popular first."""
 
     day: date
     label: str
     count: int
-    papers: tuple[PaperView, ...]
+    papers: tuple[PaperCard, ...]
     updated: datetime
 
 
@@ -694,7 +718,7 @@ def archive_days(
                 day=day,
                 label=ed.label,
                 count=len(papers),
-                papers=tuple(paper_view(p) for p in papers[:ARCHIVE_PER_DAY]),
+                papers=tuple(paper_card(p) for p in papers[:ARCHIVE_PER_DAY]),
                 updated=max(p.first_seen_at for p in papers),
             )
         )
@@ -1381,6 +1405,16 @@ class WebApp:
             next_before = min(older, before - timedelta(days=ARCHIVE_DAYS))
         return self.page(request, "archive.html.j2", days=days, older=next_before)
 
+    def feed(self, request: Request) -> Response:
+        """What the archive's Atom feed is, and its address to copy into a feed reader."""
+        return self.page(
+            request,
+            "feed.html.j2",
+            feed_url=f"{self.settings.site.base_url.rstrip('/')}/archive.atom",
+            days=ARCHIVE_DAYS,
+            per_day=ARCHIVE_PER_DAY,
+        )
+
     def archive_atom(self, request: Request) -> Response:
         """The archive as an Atom feed."""
         now = self.clock()
@@ -1555,6 +1589,7 @@ def create_app(
         Route("/digest/{token}/{edition}", web.view_digest, methods=["GET"]),
         Route("/archive", web.archive, methods=["GET"]),
         Route("/archive.atom", web.archive_atom, methods=["GET"]),
+        Route("/feed", web.feed, methods=["GET"]),
         Route("/api/rank", web.api_rank, methods=["GET"]),
         Route("/healthz", web.healthz, methods=["GET"]),
         Route("/robots.txt", web.robots, methods=["GET"]),

@@ -4,6 +4,7 @@ server receiving the mail it sends."""
 from __future__ import annotations
 
 import dataclasses
+import html
 import os
 import re
 import signal
@@ -27,7 +28,7 @@ from itsdangerous import TimestampSigner, URLSafeTimedSerializer
 from sqlalchemy.engine import Engine
 from sqlmodel import Session, SQLModel, select
 
-from digest import delivery, subscriptions, tokens
+from digest import delivery, subscriptions, tokens, web
 from digest.config import Settings
 from digest.db import make_engine
 from digest.keywords import MAX_KEYWORD_LIST_CHARS
@@ -944,13 +945,19 @@ def test_view_in_browser_and_one_click_from_a_sent_digest(
 def test_archive_and_atom_feed(client: TestClient, engine: Engine) -> None:
     add_papers(engine, NOW - timedelta(hours=1))
     with Session(engine) as session:
+        top = session.exec(select(Paper).where(Paper.key == "arxiv:2611.00002")).one()
+        top.pdf_url, top.code_url = "https://arxiv.org/pdf/2611.00002", "https://github.com/q/q2"
+        session.add(top)
         session.add(
             Paper(
                 key="arxiv:2611.09999",
                 title_key="x",
                 title="Yesterday's paper & <friends>",
+                abstract="Tables <b>and</b>\tchairs " + "and more words " * 40,
                 first_seen_at=NOW - timedelta(days=1),
                 url="javascript:alert(1)",
+                pdf_url="javascript:alert(2)",
+                code_url="https://github.com/y/y",
                 upvotes=3,
             )
         )
@@ -962,8 +969,29 @@ def test_archive_and_atom_feed(client: TestClient, engine: Engine) -> None:
     assert "Yesterday&#39;s paper &amp; &lt;friends&gt;" in page.text
     assert "javascript:" not in page.text
     assert "grace@example.org" not in page.text
-    assert client.get("/archive?before=2026-11-21").text.count('class="card day"') == 1
+    assert client.get("/archive?before=2026-11-21").text.count('class="day"') == 1
     assert client.get("/archive?before=yesterday").status_code == 400
+
+    # Each paper is a card: its title, authors and votes, the start of its abstract (cut at a
+    # word, escaped) and its other links; a link that is not http(s) is left out.
+    cards = re.findall(r'<li class="card paper-card">(.*?)</li>', page.text, re.S)
+    assert len(cards) == 5
+    first = cards[0]  # the most upvoted of the day
+    assert "Quantization of large language models to 2 bits" in first
+    assert "We study quantization of large language models to 2 bits in depth." in first
+    assert "Ada Lovelace" in first and "90" in first
+    assert re.findall(r'<a href="([^"]+)"', first) == [
+        "https://arxiv.org/abs/2611.00002",
+        "https://arxiv.org/pdf/2611.00002",
+        "https://github.com/q/q2",
+    ]
+    yesterday = cards[-1]
+    assert "Tables &lt;b&gt;and&lt;/b&gt; chairs and more words" in yesterday
+    summary = re.search(r'<p class="paper-summary">(.*?)</p>', yesterday, re.S)
+    assert summary and summary.group(1).endswith("…")
+    assert len(html.unescape(summary.group(1))) <= web.ARCHIVE_SUMMARY_CHARS
+    assert re.findall(r'<a href="([^"]+)"', yesterday) == ["https://github.com/y/y"]
+    assert "TL;DR" not in page.text
 
     feed = client.get("/archive.atom")
     assert feed.status_code == 200 and feed.headers["content-type"].startswith(
@@ -978,7 +1006,41 @@ def test_archive_and_atom_feed(client: TestClient, engine: Engine) -> None:
     ]
     content = entries[1].findtext("a:content", namespaces=ns)
     assert content is not None and "Yesterday&#39;s paper &amp; &lt;friends&gt;" in content
+    assert "Tables &lt;b&gt;and&lt;/b&gt; chairs" in content
+    assert '<a href="https://github.com/y/y">Code</a>' in content
     assert "grace@example.org" not in feed.text
+
+
+def test_an_archive_card_shows_a_tldr_in_place_of_the_abstract() -> None:
+    paper = Paper(
+        key="arxiv:2611.00042",
+        title_key="t",
+        title="Sparse attention",
+        abstract="A long abstract.",
+        url="https://arxiv.org/abs/2611.00042",
+        pdf_url="https://arxiv.org/abs/2611.00042",
+        code_url="https://github.com/example/sparse",
+    )
+    card = web.paper_card(paper, tldr="  Attention,\n  made sparse.  ")
+    assert (card.summary, card.tldr) == ("Attention, made sparse.", True)
+    assert card.links == (("Code", "https://github.com/example/sparse"),)  # no second abstract
+    assert (web.paper_card(paper).summary, web.paper_card(paper).tldr) == (
+        "A long abstract.",
+        False,
+    )
+    macros: Any = web._environment().get_template("_macros.html.j2").module
+    assert '<strong class="tldr">TL;DR</strong> Attention, made sparse.' in macros.paper_card(card)
+
+
+def test_the_feed_link_opens_a_page_about_the_feed(client: TestClient) -> None:
+    """A browser shows an Atom file as raw XML: the nav's Feed opens a page that explains it."""
+    home = client.get("/")
+    assert '<a href="/feed">Feed</a>' in home.text
+    page = client.get("/feed")
+    assert page.status_code == 200 and page.headers["content-type"].startswith("text/html")
+    assert 'value="https://digest.example.org/archive.atom"' in page.text
+    assert 'href="/archive.atom"' in page.text
+    assert '<a href="/feed" aria-current="page">Feed</a>' in page.text
 
 
 # ---------------------------------------------------------------------------------------------
@@ -1143,6 +1205,7 @@ def test_no_get_changes_anything(
         "/digest/{token}/{edition}": path(links.view or ""),
         "/archive": "/archive",
         "/archive.atom": "/archive.atom",
+        "/feed": "/feed",
         "/api/rank": "/api/rank?keywords=quantization",
         "/healthz": "/healthz",
         "/robots.txt": "/robots.txt",

@@ -1,7 +1,9 @@
 // digest web pages: small enhancements over forms that work without JavaScript.
 //  - fill the time zone from the browser on the subscribe form,
 //  - show the weekday only for weekly digests,
-//  - a live "what you would get today" list while keywords are typed (GET /api/rank).
+//  - a live "what you would get today" list while keywords are typed (GET /api/rank), with a
+//    short summary under the keywords field (the list itself is far below it on a phone),
+//  - focus on the error summary of a form that came back with errors.
 // Content from the server is put in with textContent only, never as HTML.
 (function () {
   "use strict";
@@ -57,7 +59,13 @@
     if (p.upvotes) {
       var votes = document.createElement("span");
       votes.className = "votes";
-      votes.textContent = "\u25B2 " + p.upvotes;
+      var mark = document.createElement("span");
+      mark.setAttribute("aria-hidden", "true");
+      mark.textContent = "\u25B2";
+      var spoken = document.createElement("span");
+      spoken.className = "visually-hidden";
+      spoken.textContent = " upvotes";
+      votes.append(mark, " " + p.upvotes, spoken);
       meta.appendChild(votes);
     }
     li.appendChild(meta);
@@ -80,6 +88,10 @@
     var status = panel.querySelector("[data-live-status]");
     var heading = panel.querySelector("[data-live-heading]");
     var empty = panel.querySelector("[data-live-empty]");
+    var summary = form.querySelector("[data-live-summary]");
+    var count = summary && summary.querySelector("[data-live-count]");
+    var extra = summary && summary.querySelector("[data-live-extra]");
+    var top = summary && summary.querySelector("[data-live-top]");
     var root = form.getAttribute("data-root") || "";
     var original = {
       items: Array.prototype.slice.call(list.children),
@@ -96,7 +108,35 @@
     var controller = null;
     var last = null;
 
+    // The summary under the keywords: its count is the page's live region, read out as the
+    // list changes; the first few titles show only while there are some.
+    function summarise(text, papers) {
+      if (!count) return;
+      count.textContent = text;
+      top.replaceChildren.apply(top, papers.slice(0, 3).map(function (p) {
+        var li = document.createElement("li");
+        li.textContent = p.title;
+        return li;
+      }));
+      extra.hidden = papers.length === 0;
+      keepInView();
+    }
+
+    // On a phone the summary may land under the fold (or the on-screen keyboard) as it
+    // grows: scroll just enough to show it, never so far that the field leaves the screen.
+    function keepInView() {
+      if (document.activeElement !== keywords || extra.hidden || extra.offsetParent === null) return;
+      var view = window.visualViewport;
+      var bottom = view ? view.offsetTop + view.height : window.innerHeight;
+      var by = Math.min(
+        summary.getBoundingClientRect().bottom + 8 - bottom,
+        keywords.getBoundingClientRect().top - 8
+      );
+      if (by > 0) window.scrollBy(0, by);
+    }
+
     function restore() {
+      summarise("", []);
       list.replaceChildren.apply(list, original.items);
       if (status) status.textContent = original.status;
       if (heading) heading.textContent = heading.getAttribute("data-default");
@@ -113,6 +153,14 @@
       }
       empty.textContent = "Nothing in today\u2019s papers matches these keywords.";
       empty.hidden = data.papers.length > 0;
+      summarise(
+        data.papers.length
+          ? data.papers.length + " of today\u2019s " + data.total + " new paper" +
+            (data.total === 1 ? "" : "s") + " match" + (data.papers.length > 3 ? "; the top 3:" : ":")
+          : "None of today\u2019s " + data.total + " new paper" + (data.total === 1 ? "" : "s") +
+            " match these keywords.",
+        data.papers
+      );
       panel.classList.remove("loading");
     }
 
@@ -148,11 +196,11 @@
         if (e && e.name === "AbortError") return;
         panel.classList.remove("loading");
         last = null;  // the same keywords may be asked again
-        if (status) {
-          status.textContent = e && e.message === "busy"
-            ? "The list takes a short break: it follows your keywords again in a moment."
-            : "Could not update the list just now.";
-        }
+        var message = e && e.message === "busy"
+          ? "The list takes a short break: it follows your keywords again in a moment."
+          : "Could not update the list just now.";
+        if (status) status.textContent = message;
+        summarise(message, []);
       });
     }
 
@@ -163,10 +211,29 @@
     [keywords, exclude, limit].forEach(function (el) {
       if (el) el.addEventListener("input", schedule);
     });
+    // The subscribe form back with an error keeps its keywords: show what they pick. (The
+    // preferences page comes with its picks already.)
+    if (keywords.value.trim() && heading && heading.hasAttribute("data-default")) run();
+  }
+
+  // A form that came back with errors: focus its summary (a screen reader reads it out), and
+  // let each of its links put the focus in its field, not only scroll there.
+  function errorSummary() {
+    var summary = document.querySelector("[data-error-summary]");
+    if (!summary) return;
+    summary.focus();
+    summary.addEventListener("click", function (e) {
+      var a = e.target.closest && e.target.closest("a[href^='#']");
+      var field = a && document.getElementById(a.getAttribute("href").slice(1));
+      if (!field) return;
+      e.preventDefault();
+      field.focus();
+    });
   }
 
   function init() {
     fillTimezone();
+    errorSummary();
     Array.prototype.forEach.call(document.querySelectorAll("form[data-live-rank]"), function (form) {
       weeklyToggle(form);
       liveRank(form);
