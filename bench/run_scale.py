@@ -41,6 +41,7 @@ import threading
 import time
 from collections import Counter
 from collections.abc import Sequence
+from contextlib import closing
 from datetime import timedelta
 from pathlib import Path
 from typing import Any
@@ -196,7 +197,7 @@ def build_population(
         if sent:
             conn.execute(table_of(SentPaper).insert(), sent)
     engine.dispose()
-    with sqlite3.connect(db) as conn:
+    with closing(sqlite3.connect(db)) as conn:
         sent_rows = conn.execute("SELECT count(*) FROM sentpaper").fetchone()[0]
         n_papers = conn.execute("SELECT count(*) FROM paper").fetchone()[0]
     return config, {
@@ -223,12 +224,15 @@ def run_mails(config: Path, workdir: Path, n: int, seed: int) -> list[Mail]:
     from digest.render import Renderer
 
     copy = workdir / "ceiling-copy.db"
-    with sqlite3.connect(workdir / "subscribers.db") as src, sqlite3.connect(copy) as dst:
+    with (
+        closing(sqlite3.connect(workdir / "subscribers.db")) as src,
+        closing(sqlite3.connect(copy)) as dst,
+    ):
         src.backup(dst)
     env = {"DIGEST_SECRET_KEY": "b" * 40, "DIGEST_DATABASE_URL": f"sqlite:///{copy}"}
     settings = load_settings(config, env=env, base_dir=workdir)
     engine = make_engine(settings.database.url)
-    with sqlite3.connect(copy) as conn:
+    with closing(sqlite3.connect(copy)) as conn:
         ids = [row[0] for row in conn.execute("SELECT id FROM subscriber WHERE status = 'active'")]
     now = utcnow()
     delivery.plan(engine, settings, now=now, subscriber_ids=random.Random(seed).sample(ids, n))
@@ -396,7 +400,7 @@ def main() -> None:
         ceiling_after = sink_ceiling(sink, mails, args.connections)
         synthetic_after = sink_ceiling(sink, synthetic, args.connections)
         ceiling = (ceiling_before + ceiling_after) / 2
-    with sqlite3.connect(workdir / "subscribers.db") as conn:
+    with closing(sqlite3.connect(workdir / "subscribers.db")) as conn:
         statuses = dict(
             conn.execute("SELECT status, count(*) FROM delivery GROUP BY status").fetchall()
         )

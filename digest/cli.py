@@ -82,6 +82,12 @@ class App:
             self._engine = make_engine(self.settings.database.url)
         return self._engine
 
+    def close(self) -> None:
+        """Close the engine's pooled connections, if the command made one."""
+        if self._engine is not None:
+            self._engine.dispose()
+            self._engine = None
+
 
 def with_app(func: F) -> F:
     """Give a command ``--config PATH`` and an ``app`` built from it; DigestError → clean exit."""
@@ -98,9 +104,16 @@ def with_app(func: F) -> F:
         try:
             path = config_path or click.get_current_context().find_root().params.get("config_path")
             app = App(ensure_secret(load_settings(path)))
+        except DigestError as e:
+            raise click.ClickException(str(e)) from e
+        # A command's engine ends with the command: its connections are closed here rather than
+        # left to the garbage collector (one process may run many commands: a test, a caller).
+        try:
             return func(app, *args, **kwargs)
         except DigestError as e:
             raise click.ClickException(str(e)) from e
+        finally:
+            app.close()
 
     return cast(F, wrapper)
 

@@ -12,12 +12,39 @@ from typing import Any
 
 import pytest
 from aiosmtpd.controller import Controller
+from sqlalchemy import event
+from sqlalchemy.engine import Connection, Engine
 
 from digest.config import Settings, load_settings
 from digest.sink import free_port
 
 ROOT = Path(__file__).resolve().parent.parent
 SHARED = ROOT.parent / "shared"
+
+
+@pytest.fixture(autouse=True)
+def dispose_engines() -> Iterator[None]:
+    """Dispose every engine that connected during the test once the test is over.
+
+    A test drops its engines with their pooled connections still open; left to the garbage
+    collector, each would warn (Python 3.13 warns of every unclosed sqlite3 connection) in
+    whatever test happens to be running then. SQLAlchemy's engine_connect event, listened on
+    the Engine class, names every engine however it was made (make_engine, create_engine, a
+    fixture, a helper). The package disposes the engines it makes itself (test_cli checks
+    that the commands do).
+    """
+    engines: dict[int, Engine] = {}
+
+    def seen(conn: Connection) -> None:
+        engines.setdefault(id(conn.engine), conn.engine)
+
+    event.listen(Engine, "engine_connect", seen)
+    try:
+        yield
+    finally:
+        event.remove(Engine, "engine_connect", seen)
+        for engine in engines.values():
+            engine.dispose()
 
 
 @pytest.fixture

@@ -13,7 +13,8 @@ from pathlib import Path
 import click
 import pytest
 from click.testing import CliRunner
-from sqlalchemy import text
+from sqlalchemy import event, text
+from sqlalchemy.pool import Pool
 
 from digest.cli import main
 from digest.db import make_engine
@@ -138,6 +139,32 @@ def test_unsubscribe_acts_by_address(tmp_path: Path) -> None:
     assert "ada@example.org" in out
     code, out = run(config, "unsubscribe", "nobody@example.org")
     assert code == 1 and "no subscriber nobody@example.org" in out
+
+
+def test_a_command_closes_the_connections_it_opened(tmp_path: Path) -> None:
+    """Whether it succeeds or fails, a command closes its database connections as it ends,
+    rather than leaving them to the garbage collector (Python 3.13 warns of each)."""
+    config = config_in(tmp_path)
+    opened: list[object] = []
+    closed: list[object] = []
+
+    def on_connect(dbapi_connection: object, _record: object) -> None:
+        opened.append(dbapi_connection)
+
+    def on_close(dbapi_connection: object, _record: object) -> None:
+        closed.append(dbapi_connection)
+
+    event.listen(Pool, "connect", on_connect)
+    event.listen(Pool, "close", on_close)
+    try:
+        assert run(config, "subscribe", "ada@example.org", "--keywords", "llm")[0] == 0
+        assert run(config, "subscribe", "ada@example.org", "--keywords", "llm")[0] == 1
+        assert run(config, "subscribers")[0] == 0
+    finally:
+        event.remove(Pool, "connect", on_connect)
+        event.remove(Pool, "close", on_close)
+    assert opened
+    assert {id(c) for c in closed} == {id(c) for c in opened}
 
 
 def test_ingest_papers_rank_and_preview(tmp_path: Path, shared: Path) -> None:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import dataclasses
 import sqlite3
 import time
@@ -113,7 +114,7 @@ def test_a_sender_that_cannot_renew_its_lease_stops_sending(
     handler.seconds = 0.5
     settings = _world(settings, shared, controller, readers=10)
     path = settings.database.url.removeprefix("sqlite:///")
-    with sqlite3.connect(path) as conn:
+    with contextlib.closing(sqlite3.connect(path)) as conn:
         conn.execute(
             "CREATE TRIGGER no_renewal BEFORE UPDATE OF lease_until ON delivery "
             "WHEN OLD.status = 'sending' AND NEW.status = 'sending' "
@@ -127,7 +128,7 @@ def test_a_sender_that_cannot_renew_its_lease_stops_sending(
     with Session(engine) as session:
         statuses = sorted(d.status for d in session.exec(select(Delivery)).all())
     assert statuses == ["queued"] * (10 - report.sent) + ["sent"] * report.sent
-    with sqlite3.connect(path) as conn:
+    with contextlib.closing(sqlite3.connect(path)) as conn:
         conn.execute("DROP TRIGGER no_renewal")
     handler.seconds = 0.0
     again = delivery.deliver(engine, settings, renderer=Renderer.create())

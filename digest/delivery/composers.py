@@ -225,7 +225,10 @@ class _Child:
         try:
             self.conn.send((list(ids), now))
         except OSError as e:  # BrokenPipeError: it has gone
-            raise self._ended() from e
+            # The cause goes without its traceback: multiprocessing's frames in it hold a view
+            # of the message's buffer, which Python 3.13's garbage collector cannot free
+            # without an error (CPython gh-111331) once the run keeps the failure.
+            raise self._ended() from e.with_traceback(None)
 
     def message(self) -> tuple[str, Any, str | None]:
         """The next message: ("job", job, None), ("count", status, error), or ("done", None,
